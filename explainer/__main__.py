@@ -1,0 +1,3 @@
+from explainer.cli import main
+
+main(prog_name="circuits")

@@ -1,0 +1,30 @@
+"""Shared fixtures: a small real corpus (stdlib files) and a tiny model trained on it once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sparse_model.corpus import default_corpus_dir
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory) -> Path:
+    """About 60 real standard-library modules (~1.5 MB), copied so tests can rely on the set."""
+    src = sorted(p for p in default_corpus_dir().glob("*.py") if p.stat().st_size > 2000)
+    dst = tmp_path_factory.mktemp("corpus")
+    for p in src[:: max(1, len(src) // 60)][:60]:
+        shutil.copy(p, dst / p.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, small_corpus) -> Path:
+    """A finished `tiny` run folder (trained once per test session)."""
+    from sparse_model.train import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(out, "tiny", corpus_dir=small_corpus, progress=False, log=lambda s: None)
+    return out
