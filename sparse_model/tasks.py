@@ -46,7 +46,7 @@ prefix, ``tokenize(prefix + answer + after)`` starts with ``tokenize(prefix) + [
 the model never sees that token in that context); prefixes are shorter than ``MAX_PREFIX_TOKENS``.
 
 Token ids: every prefix is the start of a file, so its ids are ``[<|endoftext|>] + tokenize(prefix)``
-(during training ``<|endoftext|>`` precedes every file). ``TaskExamples.ids`` holds them left-padded with
+(during training ``<|endoftext|>`` precedes every file); ``bos=False`` drops that first token. ``TaskExamples.ids`` holds them left-padded with
 ``<|endoftext|>``; evaluation groups rows of equal length and cuts the padding off, so padding never
 changes a result, with one forward pass per distinct length (a few dozen per task). Prefixes longer
 than the model's context keep their last ``n_ctx`` tokens.
@@ -483,8 +483,11 @@ def _tensors(rows: list[tuple[list[int], int, int, int, str]], eot: int) -> Task
 
 
 def build_task(spec: TaskSpec, tokenizer, seed: int = 0, n_train: int = DEFAULT_N_TRAIN,
-               n_val: int = DEFAULT_N_VAL) -> Task:
+               n_val: int = DEFAULT_N_VAL, bos: bool = True) -> Task:
     """Expand ``spec`` into ``n_train`` train and ``n_val`` validation prefixes (two per pair).
+
+    ``bos``: start every prefix with ``<|endoftext|>`` (a file start); False gives the bare prefix
+    (a training window that happens to begin there).
 
     Deterministic in (spec, seed). Raises ``UserError`` if an answer is not a single token, or does
     not follow its prefix as its own token, or a prefix is too long.
@@ -533,16 +536,16 @@ def build_task(spec: TaskSpec, tokenizer, seed: int = 0, n_train: int = DEFAULT_
         pairs.append(Pair(ps, answers, t_index, split, flipped))
         n = len(rows[split]) // 2
         for i in range(2):
-            rows[split].append(([eot] + prefix_ids[2 * k + i], answer_ids[answers[i]], answer_ids[answers[1 - i]], n, ps[i]))
+            rows[split].append(([eot] * bos + prefix_ids[2 * k + i], answer_ids[answers[i]], answer_ids[answers[1 - i]], n, ps[i]))
     return Task(spec.name, spec.description, distinct, pairs, _tensors(rows["train"], eot), _tensors(rows["val"], eot),
                 spec.random_labels, seed)
 
 
 def load_tasks(tokenizer, names: Sequence[str] | None = None, seed: int = 0, *,
                n_train: int = DEFAULT_N_TRAIN, n_val: int = DEFAULT_N_VAL,
-               folder: Path | str | None = None) -> list[Task]:
+               folder: Path | str | None = None, bos: bool = True) -> list[Task]:
     """Build the named tasks (all tasks in the folder when ``names`` is None)."""
-    return [build_task(s, tokenizer, seed, n_train, n_val) for s in get_task_specs(names, folder)]
+    return [build_task(s, tokenizer, seed, n_train, n_val, bos) for s in get_task_specs(names, folder)]
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -284,3 +284,14 @@ def test_evaluate_tasks(model, tasks) -> None:
         assert r["n_val"] == len(t.val) == 128
         assert 0.0 <= r["accuracy"] <= 1.0
         assert r["loss"] == pytest.approx(task_loss(model, t.val), rel=1e-5)
+
+
+def test_without_bos(tok, tasks) -> None:
+    (spec,) = get_task_specs(["bracket_counting"])
+    bare = build_task(spec, tok, bos=False)
+    with_bos = tasks["bracket_counting"]
+    assert bare.pairs == with_bos.pairs
+    assert torch.equal(bare.val.lengths + 1, with_bos.val.lengths)
+    row = 0
+    n = int(bare.val.lengths[row])
+    assert bare.val.ids[row, -n:].tolist() == with_bos.val.ids[row, -n:].tolist()
