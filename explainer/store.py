@@ -62,6 +62,80 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        2,
+        """
+        CREATE TABLE tasks (
+            name VARCHAR PRIMARY KEY,
+            description VARCHAR,
+            answers JSON,
+            random_labels BOOLEAN,
+            updated_at TIMESTAMP
+        );
+        CREATE TABLE task_evals (
+            model VARCHAR,
+            task VARCHAR,
+            loss DOUBLE,
+            accuracy DOUBLE,
+            mean_logit_diff DOUBLE,
+            n_val INTEGER,
+            learned BOOLEAN,
+            target_loss DOUBLE,
+            created_at TIMESTAMP,
+            PRIMARY KEY (model, task)
+        );
+        CREATE TABLE nodes (
+            node_id VARCHAR PRIMARY KEY,
+            model VARCHAR,
+            layer INTEGER,
+            location VARCHAR,
+            idx INTEGER,
+            name VARCHAR,
+            mean DOUBLE
+        );
+        CREATE INDEX nodes_model ON nodes (model);
+        CREATE TABLE circuits (
+            circuit_id VARCHAR PRIMARY KEY,
+            model VARCHAR,
+            task VARCHAR,
+            status VARCHAR,
+            target_loss DOUBLE,
+            full_loss DOUBLE,
+            full_accuracy DOUBLE,
+            selection_loss DOUBLE,
+            sufficiency_loss DOUBLE,
+            sufficiency_accuracy DOUBLE,
+            necessity_loss DOUBLE,
+            sufficient BOOLEAN,
+            n_nodes INTEGER,
+            n_edges INTEGER,
+            n_candidates INTEGER,
+            settings JSON,
+            settings_digest VARCHAR,
+            seconds DOUBLE,
+            created_at TIMESTAMP
+        );
+        CREATE TABLE circuit_nodes (
+            circuit_id VARCHAR,
+            node_id VARCHAR,
+            rank INTEGER,
+            score DOUBLE,
+            PRIMARY KEY (circuit_id, node_id)
+        );
+        CREATE TABLE edges (
+            circuit_id VARCHAR,
+            source VARCHAR,
+            target VARCHAR,
+            weight DOUBLE,
+            kind VARCHAR
+        );
+        CREATE INDEX edges_circuit ON edges (circuit_id);
+        CREATE VIEW circuit_summary AS
+            SELECT c.model, c.task, c.status, c.n_nodes, c.n_edges, c.full_loss, c.sufficiency_loss,
+                   c.necessity_loss, c.sufficient, c.target_loss, t.random_labels, c.circuit_id
+            FROM circuits c LEFT JOIN tasks t ON t.name = c.task;
+        """,
+    ),
 ]
 
 # Bytes 8..12 of every DuckDB file (after an 8-byte checksum) are this magic string.
@@ -283,6 +357,69 @@ class Store:
 
     def list_models(self) -> list[dict]:
         return _rows_as_dicts(self.con.execute("SELECT * FROM models ORDER BY name"))
+
+    # ---- tasks, nodes and circuits --------------------------------------------------------------
+
+    def _transaction(self, statements: list[tuple[str, list | None]], many: dict[str, list[list]] | None = None) -> None:
+        self.con.begin()
+        try:
+            for sql, params in statements:
+                self.con.execute(sql, params)
+            for sql, rows in (many or {}).items():
+                if rows:
+                    self.con.executemany(sql, rows)
+            self.con.commit()
+        except BaseException:
+            self.con.rollback()
+            raise
+
+    def save_task_evals(self, model: str, rows: list[dict], target_loss: float) -> None:
+        """Task definitions and the unpruned model's validation loss/accuracy on them, in one transaction."""
+        now = _now()
+        self._transaction([], many={
+            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?)":
+                [[r["name"], r["description"], json.dumps(r["answers"]), r["random_labels"], now] for r in rows],
+            "INSERT OR REPLACE INTO task_evals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)":
+                [[model, r["name"], r["loss"], r["accuracy"], r["mean_logit_diff"], r["n_val"], r["loss"] <= target_loss,
+                  target_loss, now] for r in rows],
+        })
+
+    def save_nodes(self, model: str, rows: list[dict]) -> None:
+        """Every node of a model (node_id, layer, location, idx, name, mean); replaces the model's nodes."""
+        self._transaction([("DELETE FROM nodes WHERE model = ?", [model])], many={
+            "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?)":
+                [[r["node_id"], model, r["layer"], r["location"], r["idx"], r["name"], r["mean"]] for r in rows],
+        })
+
+    def has_nodes(self, model: str) -> bool:
+        return self.con.execute("SELECT count(*) FROM nodes WHERE model = ?", [model]).fetchone()[0] > 0
+
+    def save_circuit(self, row: dict, nodes: list[dict], edges: list[dict]) -> None:
+        """Insert a circuit with its nodes and edges, replacing the circuit with the same id atomically."""
+        cid = row["circuit_id"]
+        columns = self._columns("circuits")
+        values = [json.dumps(row[c]) if c == "settings" else (_now() if c == "created_at" else row.get(c)) for c in columns]
+        self._transaction(
+            [("DELETE FROM edges WHERE circuit_id = ?", [cid]),
+             ("DELETE FROM circuit_nodes WHERE circuit_id = ?", [cid]),
+             ("DELETE FROM circuits WHERE circuit_id = ?", [cid]),
+             (f"INSERT INTO circuits ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)],
+            many={
+                "INSERT INTO circuit_nodes VALUES (?, ?, ?, ?)": [[cid, n["node_id"], n["rank"], n["score"]] for n in nodes],
+                "INSERT INTO edges VALUES (?, ?, ?, ?, ?)": [[cid, e["source"], e["target"], e["weight"], e["kind"]] for e in edges],
+            })
+
+    def list_circuits(self, model: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM circuits" + (" WHERE model = ?" if model else "") + " ORDER BY model, task, created_at"
+        return _rows_as_dicts(self.con.execute(sql, [model] if model else []))
+
+    def circuit_nodes(self, circuit_id: str) -> list[dict]:
+        return _rows_as_dicts(self.con.execute(
+            "SELECT n.*, cn.rank, cn.score FROM circuit_nodes cn JOIN nodes n USING (node_id) "
+            "WHERE cn.circuit_id = ? ORDER BY cn.rank", [circuit_id]))
+
+    def circuit_edges(self, circuit_id: str) -> list[dict]:
+        return _rows_as_dicts(self.con.execute("SELECT * FROM edges WHERE circuit_id = ? ORDER BY source, target", [circuit_id]))
 
     # ---- ad-hoc SQL --------------------------------------------------------------------------
 

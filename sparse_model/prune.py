@@ -1,0 +1,353 @@
+"""Pruning a model to the smallest circuit of nodes that still does a task (Gao et al. 2025, REFERENCE §1).
+
+1. Mean activations: every node's mean over pretraining text, computed once per model and kept in
+   the run folder (`node_means.safetensors`); a pruned node is frozen at its mean (mean ablation).
+2. Mask learning: each node has a score tau; the forward pass multiplies the node by the Heaviside
+   step H(tau) (kept) and puts its mean in the rest; the backward pass uses the sigmoid's derivative
+   as a surrogate for H's. Objective: task loss + k_coef * (number of kept nodes). AdamW, tau clamped
+   to [-1, 1] after every step. Gradients to the activations pass a pruned node as if its mask were
+   sigmoid(tau) (straight-through), so a chain of nodes pruned at once can recover.
+3. Discretise: rank nodes by tau and bisect on how many to keep until the task loss on the selection
+   half of the validation pairs meets the target.
+4. Verify on the other (held-out) half: sufficiency = loss of the circuit alone, everything else
+   mean-ablated; necessity = loss of the full model with only the circuit's nodes mean-ablated
+   (near ln 2 when the circuit is necessary).
+
+Deviation from the paper: no final scale-and-shift fit of the logits (the reported losses are
+those of the raw circuit, so they are, if anything, pessimistic).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .errors import UserError
+from .model import SparseGPT, node_locations
+from .tasks import Task, TaskExamples, task_logit_diff
+
+MEANS_FILE = "node_means.safetensors"
+LN2 = math.log(2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Heaviside with a sigmoid-derivative surrogate gradient
+
+
+class _HeavisideSigmoidGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tau: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(tau)
+        return (tau > 0).to(tau.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (tau,) = ctx.saved_tensors
+        s = torch.sigmoid(tau)
+        return grad * s * (1 - s)
+
+
+def heaviside(tau: torch.Tensor) -> torch.Tensor:
+    """H(tau) = 1 where tau > 0 else 0; its gradient is sigmoid'(tau)."""
+    return _HeavisideSigmoidGrad.apply(tau)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mean activations and ablation
+
+
+@torch.no_grad()
+def compute_means(model: SparseGPT, tokens: np.ndarray, n_windows: int = 256, batch_size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Mean of every node over `n_windows` random windows of pretraining text."""
+    n_ctx = model.cfg.n_ctx
+    if len(tokens) <= n_ctx + 1:
+        raise UserError(f"only {len(tokens)} tokens of pretraining text; need more than {n_ctx + 1} to compute mean activations")
+    rng = np.random.default_rng([seed, 7])
+    sums = {loc: torch.zeros(units, dtype=torch.float64) for loc, units in node_locations(model.cfg).items()}
+    count = 0
+
+    def adder(loc):
+        def add(x: torch.Tensor) -> None:
+            sums[loc].add_(x.reshape(-1, x.shape[-1]).sum(0).double())
+        return add
+
+    with model.hooked({loc: adder(loc) for loc in sums}):
+        for start in range(0, n_windows, batch_size):
+            b = min(batch_size, n_windows - start)
+            starts = rng.integers(0, len(tokens) - n_ctx, size=b)
+            x = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(n_ctx)], dtype=np.int64))
+            model(x)
+            count += x.numel()
+    return {loc: (s / count).float() for loc, s in sums.items()}
+
+
+def load_or_compute_means(run_dir: Path, model: SparseGPT, tokens_fn: Callable[[], np.ndarray]) -> dict[str, torch.Tensor]:
+    """The run's stored node means, computed (and stored) the first time they are needed."""
+    path = Path(run_dir) / MEANS_FILE
+    if path.exists():
+        try:
+            means = load_file(str(path))
+            if set(means) == set(node_locations(model.cfg)):
+                return means
+        except Exception:  # a file cut short by a kill: recompute it
+            pass
+    means = compute_means(model, tokens_fn())
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(means, str(tmp))
+    tmp.replace(path)
+    return means
+
+
+def ablation_hooks(means: dict[str, torch.Tensor], keep: dict[str, torch.Tensor]) -> dict[str, Callable]:
+    """Hooks that replace each node by `keep * x + (1 - keep) * mean` (keep may be 0/1 or a soft mask)."""
+
+    def hook(loc):
+        k, m = keep[loc], means[loc]
+        return lambda x: x * k + m * (1 - k)
+
+    return {loc: hook(loc) for loc in keep}
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and results
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    target_loss: float = 0.15
+    k_coef: float = 1e-4
+    steps: int = 400
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    batch_pairs: int = 64
+    init_mean: float = 0.1
+    init_std: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.target_loss < LN2):
+            raise UserError(f"target loss {self.target_loss} is outside (0, ln 2 = {LN2:.3f}); a circuit must beat chance, e.g. 0.15")
+        if self.steps < 1 or self.batch_pairs < 1 or self.k_coef < 0:
+            raise UserError("pruning steps and batch size must be at least 1 and k_coef non-negative")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Circuit:
+    task: str
+    status: str  # "circuit" | "not_learned"
+    settings: PruneSettings
+    full_loss: float  # unpruned model, all validation pairs (what `circuits tasks` reports)
+    full_accuracy: float
+    n_candidates: int  # nodes in the model
+    selection_loss: float | None = None  # circuit, selection pairs (what bisection looked at)
+    sufficiency_loss: float | None = None  # circuit alone, held-out pairs
+    sufficiency_accuracy: float | None = None
+    necessity_loss: float | None = None  # full model minus the circuit, held-out pairs
+    nodes: list[tuple[str, int, float]] = field(default_factory=list)  # (location, index, tau)
+    edges: list[tuple[str, int, str, int, float, str]] = field(default_factory=list)  # (src loc, idx, dst loc, idx, weight, kind)
+    seconds: float = 0.0
+
+    @property
+    def sufficient(self) -> bool | None:
+        return None if self.sufficiency_loss is None else self.sufficiency_loss <= self.settings.target_loss
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation under a node set
+
+
+def split_val(task: Task) -> tuple[TaskExamples, TaskExamples]:
+    """Validation pairs split in two by pair parity: selection (bisection) and held-out (verification)."""
+    pair = task.val.pair
+    sel = torch.nonzero(pair % 2 == 0).squeeze(1)
+    held = torch.nonzero(pair % 2 == 1).squeeze(1)
+    return task.val.subset(sel), task.val.subset(held)
+
+
+@torch.no_grad()
+def loss_with(model: SparseGPT, examples: TaskExamples, means: dict[str, torch.Tensor] | None = None,
+              keep: dict[str, torch.Tensor] | None = None) -> tuple[float, float]:
+    """(task loss, accuracy) of the model with every node outside `keep` mean-ablated (None: unpruned)."""
+    hooks = ablation_hooks(means, keep) if keep is not None else {}
+    with model.hooked(hooks):
+        diff = task_logit_diff(model, examples)
+    return float(torch.nn.functional.softplus(-diff).mean()), float((diff > 0).float().mean())
+
+
+def keep_masks(cfg, kept: list[tuple[str, int]], invert: bool = False) -> dict[str, torch.Tensor]:
+    masks = {loc: torch.zeros(units) for loc, units in node_locations(cfg).items()}
+    for loc, i in kept:
+        masks[loc][i] = 1.0
+    if invert:
+        masks = {loc: 1 - m for loc, m in masks.items()}
+    return masks
+
+
+# ---------------------------------------------------------------------------------------------
+# The pruner
+
+
+def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s: PruneSettings,
+                 progress: bool = False) -> dict[str, torch.Tensor]:
+    """Train one score tau per node; returns the final scores per location."""
+    gen = torch.Generator().manual_seed(s.seed)
+    taus = {loc: torch.nn.Parameter(s.init_mean + s.init_std * torch.randn(units, generator=gen))
+            for loc, units in node_locations(model.cfg).items()}
+    opt = torch.optim.AdamW(taus.values(), lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
+    n_pairs = len(task.train) // 2
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def hook(loc):
+        m = means[loc]
+
+        def masked(x: torch.Tensor) -> torch.Tensor:
+            tau = taus[loc]
+            h = heaviside(tau)
+            # Forward: x where kept, the mean where pruned. Backward to x: as if the mask were the soft
+            # sigmoid(tau), so gradient still reaches nodes upstream of a pruned one; without this a
+            # chain of nodes pruned together can never come back (none of them gets any gradient).
+            soft = (torch.sigmoid(tau) - h).detach()
+            return m + (x - m) * h + (x - x.detach()) * soft
+
+        return masked
+
+    try:
+        with model.hooked({loc: hook(loc) for loc in taus}):
+            for step in tqdm(range(s.steps), desc=f"prune {task.name}", disable=not progress or None, leave=False):
+                pairs = torch.randint(0, n_pairs, (min(s.batch_pairs, n_pairs),), generator=gen)
+                rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()
+                diff = task_logit_diff(model, task.train.subset(rows))
+                n_kept = sum(heaviside(t).sum() for t in taus.values())
+                loss = torch.nn.functional.softplus(-diff).mean() + s.k_coef * n_kept
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(list(taus.values()), s.grad_clip)
+                opt.step()
+                with torch.no_grad():
+                    for t in taus.values():
+                        t.clamp_(-1.0, 1.0)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return {loc: t.detach().clone() for loc, t in taus.items()}
+
+
+def rank_nodes(scores: dict[str, torch.Tensor]) -> list[tuple[str, int, float]]:
+    """All nodes, highest score first (ties broken by forward order, then index)."""
+    order = {loc: i for i, loc in enumerate(scores)}
+    flat = [(loc, i, float(v)) for loc, t in scores.items() for i, v in enumerate(t.tolist())]
+    return sorted(flat, key=lambda n: (-n[2], order[n[0]], n[1]))
+
+
+def bisect_keep(model: SparseGPT, ranked: list[tuple[str, int, float]], examples: TaskExamples,
+                means: dict[str, torch.Tensor], target: float) -> tuple[int, float]:
+    """Smallest k such that keeping the top-k ranked nodes meets `target` on `examples` (loss assumed
+    to fall as k grows). Returns (k, loss at k)."""
+    cache: dict[int, float] = {}
+
+    def f(k: int) -> float:
+        if k not in cache:
+            cache[k] = loss_with(model, examples, means, keep_masks(model.cfg, [(l, i) for l, i, _ in ranked[:k]]))[0]
+        return cache[k]
+
+    lo, hi = 0, len(ranked)
+    if f(hi) > target:
+        return hi, f(hi)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if f(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi, f(hi)
+
+
+def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[tuple[str, int, str, int, float, str]]:
+    """Every nonzero weight joining two kept nodes.
+
+    Within a block: residual read -> q/k/v channel (W_q, W_k, W_v), value channel -> attention write
+    (W_o), residual read -> MLP neuron (W_fc), neuron -> MLP write (W_proj). Across blocks through the
+    residual stream: a written channel -> the same channel read later, weighted by the reading
+    RMSNorm's gain (kind "residual"). Query-key channel pairs interact through attention scores, not
+    a weight, and are not edges.
+    """
+    sets: dict[str, set[int]] = {}
+    for loc, i in kept:
+        sets.setdefault(loc, set()).add(i)
+    edges: list[tuple[str, int, str, int, float, str]] = []
+
+    def matrix(src: str, dst: str, w: torch.Tensor, kind: str) -> None:  # w: (dst units, src units)
+        for d in sorted(sets.get(dst, ())):
+            for s_ in sorted(sets.get(src, ())):
+                v = float(w[d, s_])
+                if v != 0.0:
+                    edges.append((src, s_, dst, d, v, kind))
+
+    reads: list[tuple[str, torch.Tensor]] = []  # (read location, its norm gain), in forward order
+    for i, block in enumerate(model.blocks):
+        reads += [(f"L{i}.attn.resid_read", block.ln_attn.weight), (f"L{i}.mlp.resid_read", block.ln_mlp.weight)]
+    reads.append(("final.resid_read", model.ln_f.weight))
+    writes = [(f"L{i}.attn.resid_write", 2 * i + 1) for i in range(model.cfg.n_layer)] + \
+             [(f"L{i}.mlp.resid_write", 2 * i + 2) for i in range(model.cfg.n_layer)]
+
+    with torch.no_grad():
+        for i, block in enumerate(model.blocks):
+            a, m = f"L{i}.attn", f"L{i}.mlp"
+            for ch, lin in (("q", block.attn.q), ("k", block.attn.k), ("v", block.attn.v)):
+                matrix(f"{a}.resid_read", f"{a}.{ch}", lin.weight, "weight")
+            matrix(f"{a}.v", f"{a}.resid_write", block.attn.o.weight, "weight")
+            matrix(f"{m}.resid_read", f"{m}.neuron", block.mlp.fc.weight, "weight")
+            matrix(f"{m}.neuron", f"{m}.resid_write", block.mlp.proj.weight, "weight")
+        for write, first_read in writes:
+            for read, gain in reads[first_read:]:
+                for c in sorted(sets.get(write, set()) & sets.get(read, set())):
+                    if float(gain[c]) != 0.0:
+                        edges.append((write, c, read, c, float(gain[c]), "residual"))
+    return edges
+
+
+def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
+          progress: bool = False) -> Circuit:
+    """Find, discretise and verify the circuit of one task."""
+    import time
+
+    t0 = time.perf_counter()
+    model.eval()
+    selection, held = split_val(task)
+    full_loss, full_acc = loss_with(model, task.val)
+    n_nodes = sum(node_locations(model.cfg).values())
+    if full_loss > settings.target_loss:
+        return Circuit(task.name, "not_learned", settings, full_loss, full_acc, n_nodes, seconds=time.perf_counter() - t0)
+
+    scores = learn_scores(model, task, means, settings, progress)
+    ranked = rank_nodes(scores)
+    k, sel_loss = bisect_keep(model, ranked, selection, means, settings.target_loss)
+    nodes = ranked[:k]
+    kept = [(l, i) for l, i, _ in nodes]
+    suff_loss, suff_acc = loss_with(model, held, means, keep_masks(model.cfg, kept))
+    nec_loss, _ = loss_with(model, held, means, keep_masks(model.cfg, kept, invert=True))
+    return Circuit(task.name, "circuit", settings, full_loss, full_acc, n_nodes, sel_loss, suff_loss, suff_acc, nec_loss,
+                   nodes, circuit_edges(model, kept), time.perf_counter() - t0)
+
+
+def circuit_loss(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], kept: list[tuple[str, int]]) -> float:
+    """Sufficiency loss of a node set on the task's held-out pairs (re-evaluates a stored circuit)."""
+    return loss_with(model, split_val(task)[1], means, keep_masks(model.cfg, kept))[0]

@@ -1,0 +1,187 @@
+"""Pruning: the surrogate gradient, mean ablation, a planted circuit, stored circuits and edges, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from explainer.circuit_jobs import node_id, save_circuit
+from explainer.cli import main
+from explainer.store import Store
+from sparse_model.errors import UserError
+from sparse_model.model import ModelConfig, SparseGPT, node_locations, parse_node_name
+from sparse_model.prune import (PruneSettings, ablation_hooks, circuit_loss, compute_means, heaviside, keep_masks,
+                                loss_with, prune)
+from sparse_model.tasks import Pair, Task, TaskExamples
+
+A, B, X, Y = 1, 2, 3, 4  # last token A -> answer X, last token B -> answer Y
+PLANTED = {("L0.mlp.resid_read", 0), ("L0.mlp.neuron", 0), ("L0.mlp.neuron", 1), ("L0.mlp.resid_write", 1), ("final.resid_read", 1)}
+
+
+def planted_model() -> SparseGPT:
+    """A 1-layer model whose task runs through exactly the nodes in PLANTED: embedding channel 0
+    carries +1 for A and -1 for B; two MLP neurons rectify it; their difference is written to
+    channel 1, which the unembedding reads. Everything else is zero."""
+    cfg = ModelConfig(vocab_size=16, n_layer=1, d_model=8, n_head=1, d_head=16, d_mlp=8, n_ctx=16, afrac=1.0, bigram=False)
+    model = SparseGPT(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for norm in (model.blocks[0].ln_attn, model.blocks[0].ln_mlp, model.ln_f):
+            norm.weight.fill_(1.0)
+        model.wte.weight[A, 0], model.wte.weight[B, 0] = 1.0, -1.0
+        fc, proj = model.blocks[0].mlp.fc.weight, model.blocks[0].mlp.proj.weight
+        fc[0, 0], fc[1, 0] = 1.0, -1.0
+        proj[1, 0], proj[1, 1] = 1.0, -1.0
+        model.lm_head.weight[X, 1], model.lm_head.weight[Y, 1] = 5.0, -5.0
+    return model.eval()
+
+
+def planted_task(n_train: int = 64, n_val: int = 32) -> Task:
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n_pairs: int, name: str) -> TaskExamples:
+        filler = torch.randint(5, 16, (n_pairs, 6), generator=gen)
+        rows = [torch.cat([f, torch.tensor([last])]) for f in filler for last in (A, B)]
+        ids = torch.stack(rows)
+        correct = torch.tensor([X, Y] * n_pairs)
+        return TaskExamples(ids=ids, lengths=torch.full((len(rows),), 7), correct=correct, wrong=torch.tensor([Y, X] * n_pairs),
+                            pair=torch.arange(n_pairs).repeat_interleave(2), prefixes=[name] * len(rows))
+
+    return Task("planted", "last token A or B", [("x", "y")], [Pair(("a", "b"), ("x", "y"), 0, "train")],
+                split(n_train, "train"), split(n_val, "val"))
+
+
+def planted_means(model):
+    return compute_means(model, torch.randint(5, 16, (4000,)).numpy(), n_windows=32)
+
+
+def test_heaviside_forward_is_a_step_and_its_gradient_is_the_sigmoid_derivative():
+    tau = torch.tensor([-1.0, -0.2, 0.0, 0.3, 1.0], requires_grad=True)
+    h = heaviside(tau)
+    assert h.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    h.sum().backward()
+    s = torch.sigmoid(tau.detach())
+    torch.testing.assert_close(tau.grad, s * (1 - s))
+
+
+def test_mean_ablation_replaces_a_node_with_exactly_its_mean():
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=64, n_layer=1, d_model=16, n_head=1, d_head=16, d_mlp=32, n_ctx=8)
+    model = SparseGPT(cfg)
+    means = {loc: torch.randn(units) for loc, units in node_locations(cfg).items()}
+    keep = {"L0.mlp.neuron": torch.ones(32)}
+    keep["L0.mlp.neuron"][[3, 7]] = 0
+    seen = {}
+    hooks = ablation_hooks(means, keep)
+    hooks_then_record = {"L0.mlp.neuron": lambda x: seen.setdefault("x", hooks["L0.mlp.neuron"](x))}
+    with model.hooked(hooks_then_record):
+        model(torch.randint(0, 64, (2, 8)))
+    x = seen["x"]
+    assert torch.equal(x[..., 3], means["L0.mlp.neuron"][3].expand(2, 8))
+    assert torch.equal(x[..., 7], means["L0.mlp.neuron"][7].expand(2, 8))
+
+
+def test_means_are_the_average_activation_over_pretraining_text():
+    model = planted_model()
+    tokens = torch.tensor([A] * 50 + [5] * 50).numpy()
+    means = compute_means(model, tokens, n_windows=64, batch_size=8)
+    assert means["L0.mlp.resid_write"][0].item() == 0.0  # never written
+    assert 0 < means["L0.mlp.neuron"][0].item() < 2.83  # on for A, off for filler
+
+
+def test_planted_circuit_is_recovered_and_verified():
+    model, task = planted_model(), planted_task()
+    means = planted_means(model)
+    circuit = prune(model, task, means, PruneSettings(steps=300))
+    assert circuit.status == "circuit"
+    assert {(loc, i) for loc, i, _ in circuit.nodes} == PLANTED
+    assert circuit.sufficiency_loss <= 0.15 and circuit.sufficient
+    assert circuit.necessity_loss == pytest.approx(math.log(2), abs=0.05)
+    edges = {(s, si, d, di) for s, si, d, di, _, _ in circuit.edges}
+    assert ("L0.mlp.resid_read", 0, "L0.mlp.neuron", 0) in edges
+    assert ("L0.mlp.neuron", 1, "L0.mlp.resid_write", 1) in edges
+    assert ("L0.mlp.resid_write", 1, "final.resid_read", 1) in edges
+
+
+def test_a_task_the_model_has_not_learned_gets_no_circuit():
+    model, task = planted_model(), planted_task()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(0.01)  # the model still leans the right way, but not below the target
+    circuit = prune(model, task, planted_means(model), PruneSettings(steps=10))
+    assert circuit.status == "not_learned" and circuit.nodes == [] and circuit.full_loss > 0.15
+
+
+def test_stored_circuit_reproduces_its_sufficiency_loss_and_edges_join_kept_nodes(tmp_path):
+    model, task = planted_model(), planted_task()
+    means = planted_means(model)
+    circuit = prune(model, task, means, PruneSettings(steps=300))
+    with Store.open(tmp_path / "c.duckdb") as store:
+        store.save_nodes("planted", [{"node_id": node_id("planted", loc, i), "layer": 0, "location": loc, "idx": i,
+                                      "name": f"{loc}[{i}]", "mean": float(means[loc][i])}
+                                     for loc, units in node_locations(model.cfg).items() for i in range(units)])
+        row = save_circuit(store, "planted", circuit)
+        save_circuit(store, "planted", circuit)  # same settings: replaced, not duplicated
+        assert len(store.list_circuits("planted")) == 1
+        nodes = store.circuit_nodes(row["circuit_id"])
+        edges = store.circuit_edges(row["circuit_id"])
+        stored = store.list_circuits("planted")[0]
+    kept = [parse_node_name(n["name"]) for n in nodes]
+    assert circuit_loss(model, task, means, kept) == pytest.approx(stored["sufficiency_loss"], abs=1e-6)
+    kept_ids = {n["node_id"] for n in nodes}
+    weights = {"L0.mlp.neuron": model.blocks[0].mlp.fc.weight, "L0.mlp.resid_write": model.blocks[0].mlp.proj.weight}
+    assert edges and stored["n_edges"] == len(edges)
+    for e in edges:
+        assert e["source"] in kept_ids and e["target"] in kept_ids
+        assert e["weight"] != 0
+        dst_loc, dst_i = parse_node_name(e["target"].split("/", 1)[1])
+        src_loc, src_i = parse_node_name(e["source"].split("/", 1)[1])
+        if e["kind"] == "weight":
+            assert e["weight"] == float(weights[dst_loc].detach()[dst_i, src_i])
+        else:
+            assert src_i == dst_i
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 0.7, 1.0])
+def test_target_loss_outside_zero_ln2_is_refused(target):
+    with pytest.raises(UserError, match="outside"):
+        PruneSettings(target_loss=target)
+
+
+def _cli(db, *args):
+    r = CliRunner().invoke(main, ["--db", str(db), *args])
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cli_tasks_and_prune_on_a_real_run(tmp_path, tiny_run):
+    db = tmp_path / "c.duckdb"
+    code, out, err = _cli(db, "tasks", str(tiny_run), "--json")
+    assert code == 0, err
+    import json
+    rows = json.loads(out)
+    assert {r["task"] for r in rows} >= {"single_double_quote", "bracket_counting", "set_or_string", "random_control"}
+    # The tiny model has learned nothing: every task is stored as not learned, with its loss.
+    code, out, err = _cli(db, "prune", str(tiny_run), "--task", "single_double_quote", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["status"] == "not_learned" and row["nodes"] == 0 and row["full_loss"] > 0.15
+    with Store.open(db, read_only=True) as store:
+        assert store.query("SELECT count(*) FROM nodes")[1][0][0] == sum(node_locations(ModelConfig(n_layer=1, d_model=32, n_head=2, d_head=16, d_mlp=128, n_ctx=32)).values())
+        assert store.query("SELECT count(*) FROM task_evals WHERE NOT learned")[1][0][0] == len(rows)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--task", "no_such_task"], "no_such_task"),
+    (["--task", "single_double_quote", "--target-loss", "0.9"], "outside"),
+])
+def test_cli_prune_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
+    code, _, err = _cli(tmp_path / "c.duckdb", "prune", str(tiny_run), *args)
+    assert code == 1 and needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cli_unknown_run_name(tmp_path):
+    code, _, err = _cli(tmp_path / "c.duckdb", "prune", "nonexistent", "--all")
+    assert code == 1 and "nonexistent" in err and len(err.strip().splitlines()) == 1
