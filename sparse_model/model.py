@@ -222,8 +222,9 @@ class SparseGPT(nn.Module):
                     std /= math.sqrt(2 * self.cfg.n_layer)  # GPT-2's scaled residual projections
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab)."""
+    def forward(self, idx: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab); with `last` (B,) positions, only the logits
+        at those positions, (B, vocab), which spares the unembedding for every other position."""
         B, T = idx.shape
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.cfg.n_ctx})")
@@ -232,6 +233,9 @@ class SparseGPT(nn.Module):
             x = x + self.wpe(torch.arange(T, device=idx.device))
         for block in self.blocks:
             x = block(x)
+        if last is not None:
+            rows = torch.arange(B, device=idx.device)
+            x, idx = x[rows, last], idx[rows, last]  # (B, d_model), (B,)
         x = self.hooks("final.resid_read", abs_topk(self.ln_f(x), self.cfg.afrac))
         logits = self.lm_head(x)
         if self.bigram is not None:

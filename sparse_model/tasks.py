@@ -47,9 +47,9 @@ the model never sees that token in that context); prefixes are shorter than ``MA
 
 Token ids: every prefix is the start of a file, so its ids are ``[<|endoftext|>] + tokenize(prefix)``
 (during training ``<|endoftext|>`` precedes every file); ``bos=False`` drops that first token. ``TaskExamples.ids`` holds them left-padded with
-``<|endoftext|>``; evaluation groups rows of equal length and cuts the padding off, so padding never
-changes a result, with one forward pass per distinct length (a few dozen per task). Prefixes longer
-than the model's context keep their last ``n_ctx`` tokens.
+``<|endoftext|>``; evaluation re-aligns them to the left of one batch with the padding after the
+prefix, which causal attention never sees, so padding never changes a result and a whole split is one
+forward pass. Prefixes longer than the model's context keep their last ``n_ctx`` tokens.
 """
 
 from __future__ import annotations
@@ -555,31 +555,29 @@ def task_logit_diff(model, examples: TaskExamples, batch_size: int = 512) -> tor
     """``logit[correct] - logit[wrong]`` at each prefix's last position, shape (N,).
 
     Differentiable (gradients flow to the model and to anything its hooks use, e.g. node masks);
-    wrap in ``torch.no_grad()`` for plain evaluation. Rows of equal length run as one batch.
+    wrap in ``torch.no_grad()`` for plain evaluation. Prefixes are right-aligned into one batch
+    (padding after the prefix): attention is causal, so what follows the last position cannot change
+    it, and the result equals running each prefix alone. Prefixes longer than the model's context
+    keep their last ``n_ctx`` tokens.
     """
     device = next(model.parameters()).device
     n = len(examples)
     if n == 0:
         return torch.zeros(0, device=device)
     width = examples.ids.shape[1]
-    n_ctx = model.cfg.n_ctx
-    ids = examples.ids.to(device)
+    lengths = examples.lengths.clamp(max=model.cfg.n_ctx)
+    span = int(lengths.max())
+    # Row r holds its prefix at columns 0 .. length-1, read from the left-padded ids.
+    cols = torch.arange(span)[None, :] + (width - lengths)[:, None]
+    ids = examples.ids.gather(1, cols.clamp(max=width - 1)).to(device)
+    last_pos = (lengths - 1).to(device)
     correct, wrong = examples.correct.to(device), examples.wrong.to(device)
-    order, diffs = [], []
-    for length in torch.unique(examples.lengths).tolist():
-        rows = (examples.lengths == length).nonzero().squeeze(1)
-        for chunk in rows.split(batch_size):
-            c = chunk.to(device)
-            x = ids[c, width - length:]
-            if x.shape[1] > n_ctx:
-                x = x[:, -n_ctx:]
-            last = model(x)[:, -1, :]
-            diffs.append(last.gather(1, correct[c, None]).squeeze(1) - last.gather(1, wrong[c, None]).squeeze(1))
-            order.append(chunk)
-    order_t = torch.cat(order)
-    inverse = torch.empty_like(order_t)
-    inverse[order_t] = torch.arange(n)
-    return torch.cat(diffs)[inverse.to(device)]
+    diffs = []
+    for chunk in torch.arange(n, device=device).split(batch_size):
+        c_len = int(lengths[chunk.cpu()].max())
+        last = model(ids[chunk, :c_len], last=last_pos[chunk])  # (chunk, vocab)
+        diffs.append(last.gather(1, correct[chunk, None]).squeeze(1) - last.gather(1, wrong[chunk, None]).squeeze(1))
+    return torch.cat(diffs)
 
 
 def task_loss_tensor(model, examples: TaskExamples, batch_size: int = 512) -> torch.Tensor:
