@@ -45,8 +45,10 @@ Checks at build time (``UserError`` naming the task): every answer is a single t
 prefix, ``tokenize(prefix + answer + after)`` starts with ``tokenize(prefix) + [answer]`` (otherwise
 the model never sees that token in that context); prefixes are shorter than ``MAX_PREFIX_TOKENS``.
 
-Token ids: every prefix is the start of a file, so its ids are ``[<|endoftext|>] + tokenize(prefix)``
-(during training ``<|endoftext|>`` precedes every file); ``bos=False`` drops that first token. ``TaskExamples.ids`` holds them left-padded with
+Token ids: by default a prefix is the bare ``tokenize(prefix)``, like a training window that begins
+there (training windows start anywhere in a file, rarely right after ``<|endoftext|>``; on the demo
+model the bare form was measured better, e.g. indent_after_header accuracy 0.95 vs 0.63);
+``bos=True`` starts it with ``<|endoftext|>`` as at the start of a file. ``TaskExamples.ids`` holds them left-padded with
 ``<|endoftext|>``; evaluation re-aligns them to the left of one batch with the padding after the
 prefix, which causal attention never sees, so padding never changes a result and a whole split is one
 forward pass. Prefixes longer than the model's context keep their last ``n_ctx`` tokens.
@@ -483,7 +485,7 @@ def _tensors(rows: list[tuple[list[int], int, int, int, str]], eot: int) -> Task
 
 
 def build_task(spec: TaskSpec, tokenizer, seed: int = 0, n_train: int = DEFAULT_N_TRAIN,
-               n_val: int = DEFAULT_N_VAL, bos: bool = True) -> Task:
+               n_val: int = DEFAULT_N_VAL, bos: bool = False) -> Task:
     """Expand ``spec`` into ``n_train`` train and ``n_val`` validation prefixes (two per pair).
 
     ``bos``: start every prefix with ``<|endoftext|>`` (a file start); False gives the bare prefix
@@ -543,7 +545,7 @@ def build_task(spec: TaskSpec, tokenizer, seed: int = 0, n_train: int = DEFAULT_
 
 def load_tasks(tokenizer, names: Sequence[str] | None = None, seed: int = 0, *,
                n_train: int = DEFAULT_N_TRAIN, n_val: int = DEFAULT_N_VAL,
-               folder: Path | str | None = None, bos: bool = True) -> list[Task]:
+               folder: Path | str | None = None, bos: bool = False) -> list[Task]:
     """Build the named tasks (all tasks in the folder when ``names`` is None)."""
     return [build_task(s, tokenizer, seed, n_train, n_val, bos) for s in get_task_specs(names, folder)]
 

@@ -183,7 +183,8 @@ def test_splits_disjoint_sized_and_paired(tasks, tok) -> None:
             assert torch.equal(ex.pair, torch.arange(len(ex)) // 2)
             assert bool((ex.correct != ex.wrong).all())
             assert int(ex.lengths.max()) == ex.ids.shape[1]
-            assert bool((ex.ids[:, 0] == eot).all())  # every row starts with <|endoftext|> (padding or BOS)
+            short = ex.lengths < ex.ids.shape[1]
+            assert bool((ex.ids[short, 0] == eot).all())  # left padding is <|endoftext|>
 
 
 def test_answers_single_tokens_consistent_with_full_text(tasks, tok) -> None:
@@ -200,7 +201,7 @@ def test_answers_single_tokens_consistent_with_full_text(tasks, tok) -> None:
                     prefix_ids = tok.encode(p.prefixes[i], add_special_tokens=False).ids
                     assert len(prefix_ids) < MAX_PREFIX_TOKENS
                     n = int(ex.lengths[row])
-                    assert ex.ids[row, -n:].tolist() == [eot] + prefix_ids
+                    assert ex.ids[row, -n:].tolist() == prefix_ids  # bare prefix (bos=False default)
                     for answer in natural:
                         assert len(tok.encode(answer, add_special_tokens=False).ids) == 1, (t.name, answer)
                     full = tok.encode(p.prefixes[i] + natural[i], add_special_tokens=False).ids
@@ -286,10 +287,10 @@ def test_evaluate_tasks(model, tasks) -> None:
         assert r["loss"] == pytest.approx(task_loss(model, t.val), rel=1e-5)
 
 
-def test_without_bos(tok, tasks) -> None:
+def test_with_bos(tok, tasks) -> None:
     (spec,) = get_task_specs(["bracket_counting"])
-    bare = build_task(spec, tok, bos=False)
-    with_bos = tasks["bracket_counting"]
+    with_bos = build_task(spec, tok, bos=True)
+    bare = tasks["bracket_counting"]
     assert bare.pairs == with_bos.pairs
     assert torch.equal(bare.val.lengths + 1, with_bos.val.lengths)
     row = 0
