@@ -153,7 +153,7 @@ class PruneSettings:
 @dataclass
 class Circuit:
     task: str
-    status: str  # "circuit" | "not_learned"
+    status: str  # "circuit" | "not_learned" | "control" (random labels: pruned whatever the full model does)
     settings: PruneSettings
     full_loss: float  # unpruned model, all validation pairs (what `circuits tasks` reports)
     full_accuracy: float
@@ -282,6 +282,17 @@ def bisect_keep(model: SparseGPT, ranked: list[tuple[str, int, float]], examples
     return hi, f(hi)
 
 
+def control_keep(model: SparseGPT, ranked: list[tuple[str, int, float]], examples: TaskExamples,
+                 means: dict[str, torch.Tensor], target: float) -> tuple[int, float]:
+    """For a random-label control: the smallest k on a doubling grid whose loss meets `target`, else
+    the k with the lowest loss. Returns (k, loss at k)."""
+    grid = sorted({min(2 ** i, len(ranked)) for i in range(len(ranked).bit_length() + 1)})
+    losses = {k: loss_with(model, examples, means, keep_masks(model.cfg, [(l, i) for l, i, _ in ranked[:k]]))[0] for k in grid}
+    meeting = [k for k in grid if losses[k] <= target]
+    k = meeting[0] if meeting else min(grid, key=lambda k: losses[k])
+    return k, losses[k]
+
+
 def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[tuple[str, int, str, int, float, str]]:
     """Every nonzero weight joining two kept nodes.
 
@@ -336,17 +347,23 @@ def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings
     selection, held = split_val(task)
     full_loss, full_acc = loss_with(model, task.val)
     n_nodes = sum(node_locations(model.cfg).values())
-    if full_loss > settings.target_loss:
+    if full_loss > settings.target_loss and not task.random_labels:
         return Circuit(task.name, "not_learned", settings, full_loss, full_acc, n_nodes, seconds=time.perf_counter() - t0)
 
     scores = learn_scores(model, task, means, settings, progress)
     ranked = rank_nodes(scores)
-    k, sel_loss = bisect_keep(model, ranked, selection, means, settings.target_loss)
+    if task.random_labels:
+        # A control with random labels: the full model cannot do it, so the question is whether pruning
+        # alone manufactures a "circuit" that does. Loss need not fall with k here: search a grid.
+        k, sel_loss = control_keep(model, ranked, selection, means, settings.target_loss)
+    else:
+        k, sel_loss = bisect_keep(model, ranked, selection, means, settings.target_loss)
     nodes = ranked[:k]
     kept = [(l, i) for l, i, _ in nodes]
     suff_loss, suff_acc = loss_with(model, held, means, keep_masks(model.cfg, kept))
     nec_loss, _ = loss_with(model, held, means, keep_masks(model.cfg, kept, invert=True))
-    return Circuit(task.name, "circuit", settings, full_loss, full_acc, n_nodes, sel_loss, suff_loss, suff_acc, nec_loss,
+    status = "control" if task.random_labels else "circuit"
+    return Circuit(task.name, status, settings, full_loss, full_acc, n_nodes, sel_loss, suff_loss, suff_acc, nec_loss,
                    nodes, circuit_edges(model, kept), time.perf_counter() - t0)
 
 

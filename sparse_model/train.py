@@ -66,7 +66,7 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
     # At most 5 minutes: learns to close quotes and count brackets.
     "demo": (
         ModelConfig(n_layer=2, d_model=128, n_head=8, d_head=16, d_mlp=512, n_ctx=128),
-        TrainConfig(steps=800, batch_size=32, eval_interval=200),
+        TrainConfig(steps=700, batch_size=32, eval_interval=175),
     ),
     # At most 30 minutes: the model for the circuit study.
     "standard": (

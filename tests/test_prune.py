@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -123,9 +124,13 @@ def test_stored_circuit_reproduces_its_sufficiency_loss_and_edges_join_kept_node
         store.save_nodes("planted", [{"node_id": node_id("planted", loc, i), "layer": 0, "location": loc, "idx": i,
                                       "name": f"{loc}[{i}]", "mean": float(means[loc][i])}
                                      for loc, units in node_locations(model.cfg).items() for i in range(units)])
+        other = save_circuit(store, "planted", dataclasses.replace(circuit, settings=PruneSettings(steps=300, seed=1)))
+        other_edges = store.circuit_edges(other["circuit_id"])
         row = save_circuit(store, "planted", circuit)
         save_circuit(store, "planted", circuit)  # same settings: replaced, not duplicated
-        assert len(store.list_circuits("planted")) == 1
+        assert len(store.list_circuits("planted")) == 2
+        assert store.circuit_edges(other["circuit_id"]) == other_edges  # other circuits untouched
+        store.con.execute("DELETE FROM circuits WHERE circuit_id = ?", [other["circuit_id"]])
         nodes = store.circuit_nodes(row["circuit_id"])
         edges = store.circuit_edges(row["circuit_id"])
         stored = store.list_circuits("planted")[0]
