@@ -190,3 +190,16 @@ def test_cli_prune_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
 def test_cli_unknown_run_name(tmp_path):
     code, _, err = _cli(tmp_path / "c.duckdb", "prune", "nonexistent", "--all")
     assert code == 1 and "nonexistent" in err and len(err.strip().splitlines()) == 1
+
+
+def test_random_label_control_is_pruned_and_gets_no_sufficient_circuit():
+    model, task = planted_model(), planted_task()
+    gen = torch.Generator().manual_seed(1)
+    for ex in (task.train, task.val):  # a coin flip per pair decides which answer counts as correct
+        flip = torch.rand(len(ex) // 2, generator=gen).repeat_interleave(2) < 0.5
+        ex.correct, ex.wrong = torch.where(flip, ex.wrong, ex.correct), torch.where(flip, ex.correct, ex.wrong)
+    task.random_labels = True
+    circuit = prune(model, task, planted_means(model), PruneSettings(steps=100))
+    assert circuit.status == "control"
+    assert circuit.full_loss > 0.15
+    assert circuit.sufficiency_loss > 0.15 and not circuit.sufficient

@@ -18,7 +18,16 @@ from sparse_model.errors import UserError
 from sparse_model.model import ModelConfig, SparseGPT
 from sparse_model.tokenizer import token_strings, train_tokenizer
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread; restore the setting for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 CFG = ModelConfig(vocab_size=320, n_layer=2, d_model=32, n_head=2, d_head=16, d_mlp=64, n_ctx=32)
 WINDOW = 16
