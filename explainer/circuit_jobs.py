@@ -11,7 +11,6 @@ can make the same calls:
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,7 +20,7 @@ from sparse_model import checkpoint as ckpt
 from sparse_model.corpus import load_corpus
 from sparse_model.errors import UserError
 from sparse_model.model import SparseGPT, node_locations, node_name
-from sparse_model.prune import Circuit, PruneSettings, load_or_compute_means, prune
+from sparse_model.prune import Circuit, PruneSettings, check_target_loss, load_or_compute_means, prune
 from sparse_model.tasks import Task, evaluate_tasks, get_task_specs, load_tasks
 from sparse_model.tokenizer import load_tokenizer
 from sparse_model.train import prepare_data, run_summary
@@ -64,10 +63,15 @@ class LoadedRun:
         return load_tasks(self.tokenizer, names)
 
 
-def register_model(store: Store, run: LoadedRun) -> None:
-    """Make sure the run is in the models table and all its nodes (with means) are in `nodes`."""
+def _ensure_model_row(store: Store, run: LoadedRun) -> None:
+    """A run trained while the database was unusable is registered by the first job that uses it."""
     if store.get_model(run.name) is None:
         store.upsert_model(run_summary(run.run_dir))
+
+
+def register_model(store: Store, run: LoadedRun) -> None:
+    """Make sure the run is in the models table and all its nodes (with means) are in `nodes`."""
+    _ensure_model_row(store, run)
     if not store.has_nodes(run.name):
         cfg = run.model.cfg
         rows = []
@@ -83,15 +87,14 @@ def register_model(store: Store, run: LoadedRun) -> None:
 def evaluate_tasks_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = None,
                        target_loss: float = 0.15) -> list[dict]:
     """Task loss and accuracy of the unpruned model on every (or the named) task; stored in task_evals."""
-    PruneSettings(target_loss=target_loss)  # validates the target
+    check_target_loss(target_loss)
     run = LoadedRun(run_dir)
     built = run.tasks(tasks)
     results = evaluate_tasks(run.model, built)
     for r, t in zip(results, built):
         r.update(description=t.description, answers=[list(a) for a in t.answers], random_labels=t.random_labels,
                  learned=r["loss"] <= target_loss)
-    if store.get_model(run.name) is None:
-        store.upsert_model(run_summary(run.run_dir))
+    _ensure_model_row(store, run)
     store.save_task_evals(run.name, results, target_loss)
     return results
 
@@ -131,7 +134,7 @@ def prune_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = N
     register_model(store, run)
     rows = []
     for task in run.tasks(tasks):
-        circuit = prune(run.model, task, run.means, replace(settings), progress=progress)
+        circuit = prune(run.model, task, run.means, settings, progress=progress)
         row = save_circuit(store, run.name, circuit)
         rows.append(row)
         if on_circuit:

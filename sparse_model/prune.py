@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 from .errors import UserError
 from .model import SparseGPT, node_locations
 from .tasks import Task, TaskExamples, task_logit_diff
+from .train import get_batch
 
 MEANS_FILE = "node_means.safetensors"
 LN2 = math.log(2)
@@ -70,9 +72,6 @@ def heaviside(tau: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def compute_means(model: SparseGPT, tokens: np.ndarray, n_windows: int = 256, batch_size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
     """Mean of every node over `n_windows` random windows of pretraining text."""
-    n_ctx = model.cfg.n_ctx
-    if len(tokens) <= n_ctx + 1:
-        raise UserError(f"only {len(tokens)} tokens of pretraining text; need more than {n_ctx + 1} to compute mean activations")
     rng = np.random.default_rng([seed, 7])
     sums = {loc: torch.zeros(units, dtype=torch.float64) for loc, units in node_locations(model.cfg).items()}
     count = 0
@@ -84,9 +83,7 @@ def compute_means(model: SparseGPT, tokens: np.ndarray, n_windows: int = 256, ba
 
     with model.hooked({loc: adder(loc) for loc in sums}):
         for start in range(0, n_windows, batch_size):
-            b = min(batch_size, n_windows - start)
-            starts = rng.integers(0, len(tokens) - n_ctx, size=b)
-            x = torch.from_numpy(np.asarray(tokens[starts[:, None] + np.arange(n_ctx)], dtype=np.int64))
+            x, _ = get_batch(tokens, min(batch_size, n_windows - start), model.cfg.n_ctx, rng)
             model(x)
             count += x.numel()
     return {loc: (s / count).float() for loc, s in sums.items()}
@@ -123,6 +120,11 @@ def ablation_hooks(means: dict[str, torch.Tensor], keep: dict[str, torch.Tensor]
 # Settings and results
 
 
+def check_target_loss(target: float) -> None:
+    if not (0.0 < target < LN2):
+        raise UserError(f"target loss {target} is outside (0, ln 2 = {LN2:.3f}); a circuit must beat chance, e.g. 0.15")
+
+
 @dataclass(frozen=True)
 class PruneSettings:
     target_loss: float = 0.15
@@ -138,8 +140,7 @@ class PruneSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.target_loss < LN2):
-            raise UserError(f"target loss {self.target_loss} is outside (0, ln 2 = {LN2:.3f}); a circuit must beat chance, e.g. 0.15")
+        check_target_loss(self.target_loss)
         if self.steps < 1 or self.batch_pairs < 1 or self.k_coef < 0:
             raise UserError("pruning steps and batch size must be at least 1 and k_coef non-negative")
 
@@ -340,8 +341,6 @@ def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[tuple[s
 def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
           progress: bool = False) -> Circuit:
     """Find, discretise and verify the circuit of one task."""
-    import time
-
     t0 = time.perf_counter()
     model.eval()
     selection, held = split_val(task)

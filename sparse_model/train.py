@@ -163,11 +163,10 @@ def make_optimizer(model: SparseGPT, tcfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def _check_run_dir(run_dir: Path, run: dict) -> None:
-    """Refuse an out folder that holds a different run; an identical one is resumed."""
+    """Refuse an out folder that holds a different run; an identical one is resumed. (`train` has
+    already refused an --out that is a file.)"""
     if not run_dir.exists():
         return
-    if not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is a file, not a folder; choose another --out")
     run_file = run_dir / ckpt.RUN_FILE
     if not run_file.exists():
         if any(run_dir.iterdir()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from explainer.circuit_jobs import evaluate_tasks_job, prune_job
+from sparse_model.checkpoint import RUN_FILE, read_json
 from sparse_model.prune import PruneSettings
 
 from . import main
@@ -76,8 +77,7 @@ def circuits_command(run, fmt):
     with open_store(read_only=True) as store:
         model = None
         if run:
-            from sparse_model.checkpoint import read_json
-            model = read_json(resolve_run(run) / "run.json", "run file")["name"]
+            model = read_json(resolve_run(run) / RUN_FILE, "run file")["name"]
         rows = store.list_circuits(model)
     print_rows(["model", "task", "status", "nodes", "edges", "full_loss", "sufficiency_loss", "necessity_loss", "circuit_id"],
                [[r["model"], r["task"], r["status"], r["n_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],
