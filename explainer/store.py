@@ -14,6 +14,34 @@ models (migration 1)
     train_loss DOUBLE, val_loss DOUBLE, tokens_seen BIGINT, steps BIGINT,
     checkpoint_path VARCHAR, run_dir VARCHAR, created_at TIMESTAMP, updated_at TIMESTAMP
     (timestamps are UTC and set by `Store.upsert_model`).
+tasks, task_evals, nodes, circuits, circuit_nodes, edges, view circuit_summary (migration 2)
+    Task definitions and the full model's loss on them; every node of a model; pruned circuits
+    with their nodes and edges (see the SQL in `MIGRATIONS`).
+activation_records (migration 3)
+    node_id, model, kind (top | random | quantile), rank, split (explain | score | calibrate |
+    holdout), start (window offset in the validation tokens), max_activation, tokens VARCHAR[],
+    activations DOUBLE[], sample_seed, created_at; PRIMARY KEY (node_id, kind, rank).
+explanations (migration 3)
+    explanation_id PRIMARY KEY, node_id, model, kind (llm | token_lookup | shuffled), text (NULL when
+    none was usable, see failure), candidate (index among best-of-k), selected (picked on the
+    calibrate split; true for baselines), source_node_id (shuffled: whose explanation),
+    explainer, explain_prompt, simulator, simulate_prompt (prompt versions), settings_key (hash
+    of the settings that change the result; reruns skip done work by it), settings JSON,
+    calibration_slope, calibration_intercept, failure, raw_text (unusable LLM output),
+    purpose ('circuit' | 'eval'), created_at.
+simulations (migration 3)
+    explanation_id, node_id, kind, rank (the activation record simulated), split, predicted
+    DOUBLE[] (NULL on failure), simulator, failure, raw_text; PRIMARY KEY (explanation_id, kind, rank).
+scores (migration 3)
+    explanation_id, split (score = held-out test | calibrate = validation for best-of-k), method
+    (correlation | mean_window_correlation | r_squared | absolute_deviation_explained), value
+    (NULL when undefined, never NaN), n_tokens; PRIMARY KEY (explanation_id, split, method).
+node_scores (view, migration 3)
+    One row per selected explanation and per circuit containing its node (task NULL for nodes in
+    no circuit): model, task, circuit_id, node_id, name, layer, location, kind, explanation,
+    explainer, simulator, score (correlation on split 'score'), mean_window_correlation,
+    r_squared, absolute_deviation_explained, validation_score (correlation on 'calibrate'),
+    failure, purpose, settings_key, explanation_id, created_at.
 
 Adding a migration
 ------------------
@@ -27,6 +55,7 @@ all. Add the new tables to the list above. JSON columns come back from `Store` a
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from datetime import datetime, timezone
@@ -134,6 +163,93 @@ MIGRATIONS: list[tuple[int, str]] = [
             SELECT c.model, c.task, c.status, c.n_nodes, c.n_edges, c.full_loss, c.sufficiency_loss,
                    c.necessity_loss, c.sufficient, c.target_loss, t.random_labels, c.circuit_id
             FROM circuits c LEFT JOIN tasks t ON t.name = c.task;
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE activation_records (
+            node_id VARCHAR,          -- nodes.node_id, e.g. 'demo/L1.mlp.neuron[37]'
+            model VARCHAR,
+            kind VARCHAR,             -- top | random | quantile
+            rank INTEGER,
+            split VARCHAR,            -- explain | score | calibrate | holdout
+            start BIGINT,             -- offset of the window in the validation token array
+            max_activation DOUBLE,
+            tokens VARCHAR[],
+            activations DOUBLE[],
+            sample_seed INTEGER,
+            created_at TIMESTAMP,
+            PRIMARY KEY (node_id, kind, rank)
+        );
+        CREATE TABLE explanations (
+            explanation_id VARCHAR PRIMARY KEY,
+            node_id VARCHAR,
+            model VARCHAR,
+            kind VARCHAR,             -- llm | token_lookup | shuffled
+            text VARCHAR,             -- NULL when no usable explanation was produced (see failure)
+            candidate INTEGER,        -- index among the best-of-k candidates (0 for baselines)
+            selected BOOLEAN,         -- the candidate picked on the calibrate (validation) split; true for baselines
+            source_node_id VARCHAR,   -- shuffled: the node whose explanation this is; else NULL
+            explainer VARCHAR,        -- e.g. 'local:SmolLM2-135M-Instruct', 'openai:gpt-4o-mini', 'token_lookup'
+            explain_prompt VARCHAR,   -- prompt version (content hash); NULL for token_lookup
+            simulator VARCHAR,        -- all_at_once | chat_logprobs | text | token_lookup
+            simulate_prompt VARCHAR,  -- prompt version; NULL for token_lookup
+            settings_key VARCHAR,     -- hash of every setting that changes the result; reruns skip done work by it
+            settings JSON,
+            calibration_slope DOUBLE,
+            calibration_intercept DOUBLE,
+            failure VARCHAR,          -- why this explanation has no score, if it has none
+            raw_text VARCHAR,         -- the LLM's raw output when it could not be used
+            purpose VARCHAR DEFAULT 'circuit',  -- 'circuit' for real jobs, 'eval' for the ground-truth suite
+            created_at TIMESTAMP
+        );
+        CREATE INDEX explanations_node ON explanations (node_id);
+        CREATE TABLE simulations (
+            explanation_id VARCHAR,
+            node_id VARCHAR,
+            kind VARCHAR,             -- the activation record simulated: (node_id, kind, rank)
+            rank INTEGER,
+            split VARCHAR,
+            predicted DOUBLE[],       -- NULL on failure
+            simulator VARCHAR,
+            failure VARCHAR,          -- NULL if the simulation succeeded
+            raw_text VARCHAR,         -- raw LLM output kept when it failed to parse
+            PRIMARY KEY (explanation_id, kind, rank)
+        );
+        CREATE TABLE scores (
+            explanation_id VARCHAR,
+            split VARCHAR,            -- score (the held-out test split) | calibrate (validation, used to pick best-of-k)
+            method VARCHAR,           -- correlation | mean_window_correlation | r_squared | absolute_deviation_explained
+            value DOUBLE,             -- NULL when undefined (e.g. a constant vector), never 0 for undefined
+            n_tokens INTEGER,
+            PRIMARY KEY (explanation_id, split, method)
+        );
+        CREATE VIEW node_scores AS
+            WITH s AS (
+                SELECT explanation_id,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'correlation') AS score,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'mean_window_correlation')
+                           AS mean_window_correlation,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'r_squared') AS r_squared,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'absolute_deviation_explained')
+                           AS absolute_deviation_explained,
+                       max(value) FILTER (WHERE split = 'calibrate' AND method = 'correlation')
+                           AS validation_score
+                FROM scores GROUP BY explanation_id
+            ), cc AS (
+                SELECT cn.node_id, c.circuit_id, c.task
+                FROM circuit_nodes cn JOIN circuits c ON c.circuit_id = cn.circuit_id
+            )
+            SELECT e.model, cc.task, cc.circuit_id, e.node_id, n.name, n.layer, n.location, e.kind,
+                   e.text AS explanation, e.explainer, e.simulator, s.score, s.mean_window_correlation,
+                   s.r_squared, s.absolute_deviation_explained, s.validation_score, e.failure,
+                   e.purpose, e.settings_key, e.explanation_id, e.created_at
+            FROM explanations e
+            LEFT JOIN nodes n ON n.node_id = e.node_id
+            LEFT JOIN cc ON cc.node_id = e.node_id
+            LEFT JOIN s ON s.explanation_id = e.explanation_id
+            WHERE e.selected;
         """,
     ),
 ]
@@ -420,6 +536,105 @@ class Store:
 
     def circuit_edges(self, circuit_id: str) -> list[dict]:
         return _rows_as_dicts(self.con.execute("SELECT * FROM edges WHERE circuit_id = ? ORDER BY source, target", [circuit_id]))
+
+    # ---- activation records, explanations, scores ----------------------------------------------
+
+    def save_activation_records(self, model: str, node_id: str, rows: list[dict]) -> None:
+        """Replace all activation records of `node_id` in one transaction (so a rerun never mixes samples).
+
+        Each row: kind, rank, split, start, max_activation, tokens (list[str]), activations
+        (list[float]), sample_seed.
+        """
+        now = _now()
+        self._transaction([("DELETE FROM activation_records WHERE node_id = ?", [node_id])], many={
+            "INSERT INTO activation_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)":
+                [[node_id, model, r["kind"], r["rank"], r["split"], r["start"], r["max_activation"],
+                  [str(t) for t in r["tokens"]], [float(a) for a in r["activations"]], r["sample_seed"], now]
+                 for r in rows],
+        })
+
+    def activation_records(self, node_id: str, split: str | None = None) -> list[dict]:
+        """A node's records, ordered by split, kind (top, random, quantile) and rank."""
+        sql = "SELECT * FROM activation_records WHERE node_id = ?" + (" AND split = ?" if split else "")
+        sql += (" ORDER BY split, CASE kind WHEN 'top' THEN 0 WHEN 'random' THEN 1 WHEN 'quantile' THEN 2"
+                " ELSE 3 END, kind, rank")
+        return _rows_as_dicts(self.con.execute(sql, [node_id, split] if split else [node_id]))
+
+    def nodes_with_records(self, model: str) -> set[str]:
+        """Node ids of `model` that already have activation records (so a rerun can skip them)."""
+        rows = self.con.execute("SELECT DISTINCT node_id FROM activation_records WHERE model = ?", [model])
+        return {r[0] for r in rows.fetchall()}
+
+    def save_explanation(self, explanation: dict, simulations: list[dict], scores: list[dict]) -> None:
+        """Insert one explanation with its simulations and scores, replacing any with the same id."""
+        self.save_explanations([(explanation, simulations, scores)])
+
+    def save_explanations(self, items: list[tuple[dict, list[dict], list[dict]]]) -> None:
+        """Like `save_explanation` for many explanations, all in one transaction.
+
+        An explanation dict holds the explanations columns except created_at (missing ones are
+        NULL; settings is a dict; purpose defaults to 'circuit'). Simulations: kind, rank, split,
+        predicted, simulator, failure, raw_text. Scores: split, method, value (NaN is stored as
+        NULL), n_tokens.
+        """
+        columns = self._columns("explanations")
+        statements: list[tuple[str, list | None]] = []
+        inserts: list[tuple[str, list | None]] = []
+        sim_rows: list[list] = []
+        score_rows: list[list] = []
+        insert_sql = f"INSERT INTO explanations ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        now = _now()
+        for e, sims, scs in items:
+            eid = e.get("explanation_id")
+            if not eid:
+                raise ValueError("save_explanation needs a non-empty 'explanation_id'")
+            unknown = set(e) - set(columns) - {"created_at"}
+            if unknown:
+                raise ValueError(f"unknown explanations columns: {sorted(unknown)}")
+            for table in ("scores", "simulations", "explanations"):
+                statements.append((f"DELETE FROM {table} WHERE explanation_id = ?", [eid]))
+            row = dict(e, created_at=now, purpose=e.get("purpose") or "circuit")
+            if row.get("settings") is not None:
+                row["settings"] = json.dumps(row["settings"])
+            inserts.append((insert_sql, [row.get(c) for c in columns]))
+            for s in sims:
+                predicted = s.get("predicted")
+                sim_rows.append([eid, e.get("node_id"), s["kind"], s["rank"], s.get("split"),
+                                 None if predicted is None else [float(x) for x in predicted],
+                                 s.get("simulator", e.get("simulator")), s.get("failure"), s.get("raw_text")])
+            for sc in scs:
+                v = sc.get("value")
+                v = None if v is None or math.isnan(float(v)) else float(v)
+                score_rows.append([eid, sc["split"], sc["method"], v, sc.get("n_tokens")])
+        self._transaction(statements + inserts, many={
+            "INSERT INTO simulations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)": sim_rows,
+            "INSERT INTO scores VALUES (?, ?, ?, ?, ?)": score_rows,
+        })
+
+    def explanations(self, node_id: str | None = None, kind: str | None = None, settings_key: str | None = None,
+                     selected: bool | None = None, model: str | None = None) -> list[dict]:
+        """Explanations matching every given filter, ordered by node_id, kind, candidate."""
+        filters = {"node_id": node_id, "kind": kind, "settings_key": settings_key, "selected": selected, "model": model}
+        used = {k: v for k, v in filters.items() if v is not None}
+        where = " WHERE " + " AND ".join(f"{k} = ?" for k in used) if used else ""
+        sql = f"SELECT * FROM explanations{where} ORDER BY node_id, kind, candidate"
+        return _rows_as_dicts(self.con.execute(sql, list(used.values())))
+
+    def done_nodes(self, settings_key: str, kind: str) -> set[str]:
+        """Node ids that already have a selected explanation of `kind` made with `settings_key`."""
+        rows = self.con.execute(
+            "SELECT DISTINCT node_id FROM explanations WHERE selected AND settings_key = ? AND kind = ?",
+            [settings_key, kind])
+        return {r[0] for r in rows.fetchall()}
+
+    def simulations(self, explanation_id: str) -> list[dict]:
+        return _rows_as_dicts(self.con.execute(
+            "SELECT * FROM simulations WHERE explanation_id = ? ORDER BY split, kind, rank", [explanation_id]))
+
+    def scores(self, explanation_id: str) -> dict[tuple[str, str], float | None]:
+        """(split, method) -> value (None when undefined) for one explanation."""
+        rows = self.con.execute("SELECT split, method, value FROM scores WHERE explanation_id = ?", [explanation_id])
+        return {(split, method): value for split, method, value in rows.fetchall()}
 
     # ---- ad-hoc SQL --------------------------------------------------------------------------
 
