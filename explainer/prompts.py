@@ -1,0 +1,156 @@
+"""Prompt builders. The templates and few-shot examples are data files in `prompts/`; this module
+only formats them (REFERENCE §2).
+
+Every prompt file has a version, the hash of its content, stored with each explanation and
+simulation it produced, so a changed example or wording never mixes with earlier results.
+
+    p = load_prompt("explain")
+    request = explain_request(p, records, prefill=True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from sparse_model.errors import UserError
+
+from .llm import ChatRequest, LLMOutputError
+from .scoring import normalize_activations
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+SPARSE_FRACTION = 0.2  # under this fraction of nonzero values, records are repeated without zeros
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: str  # "<name>-<first 10 hex digits of the file's sha256>"
+    data: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+
+@lru_cache(maxsize=None)
+def load_prompt(name: str, directory: str | None = None) -> Prompt:
+    path = Path(directory or PROMPTS_DIR) / f"{name}.json"
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except FileNotFoundError:
+        raise UserError(f"no prompt file {path}; reinstall the package or restore prompts/") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"prompt file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+    return Prompt(name=name, version=f"{name}-{hashlib.sha256(raw).hexdigest()[:10]}", data=data)
+
+
+def show_token(token: str) -> str:
+    """A token as one line of a prompt: newlines and tabs written as \\n and \\t."""
+    return token.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r")
+
+
+def _record_block(tokens: Sequence[str], values: Sequence[Any], skip_zeros: bool = False) -> str:
+    lines = [f"{show_token(t)}\t{v}" for t, v in zip(tokens, values) if not (skip_zeros and v == 0)]
+    return "<start>\n" + "\n".join(lines) + "\n<end>\n"
+
+
+def _tokens_acts(record: Any) -> tuple[Sequence[str], Sequence[float]]:
+    if isinstance(record, dict):
+        return record["tokens"], record["activations"]
+    return record.tokens, record.activations
+
+
+# ---- explanation -----------------------------------------------------------------------------
+
+
+def records_text(records: Sequence[Any]) -> str:
+    """The explanation prompt's view of a neuron: each window as token<TAB>value lines, values
+    normalised to 0..10 by the maximum over all windows shown; if under 20% of the values are
+    nonzero, the windows are listed again with the zeros left out."""
+    pairs = [_tokens_acts(r) for r in records]
+    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
+    normalised = [normalize_activations(a, top) for _, a in pairs]
+    text = "".join(_record_block(t, v) for (t, _), v in zip(pairs, normalised))
+    values = [v for vs in normalised for v in vs]
+    if values and sum(v > 0 for v in values) < SPARSE_FRACTION * len(values):
+        text += "\nThe same activations, with the zeros left out:\n"
+        text += "".join(_record_block(t, v, skip_zeros=True) for (t, _), v in zip(pairs, normalised))
+    return text
+
+
+def explain_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
+                    seed: int | None = None) -> ChatRequest:
+    """Few-shot chat: each example's records, then its explanation after the fixed prefix; the
+    target's records last. With `prefill` the reply is started with the prefix (as in the paper);
+    otherwise the prefix is asked for in words and stripped by `parse_explanation`."""
+    prefix = prompt["prefix"]
+    messages: list[tuple[str, str]] = [("system", prompt["system"])]
+    for i, ex in enumerate(prompt["examples"], start=1):
+        messages.append(("user", f"Neuron {i}\nActivations:\n{records_text(ex['records'])}"))
+        messages.append(("assistant", f"{prefix} {ex['explanation']}"))
+    target = f"Neuron {len(prompt['examples']) + 1}\nActivations:\n{records_text(records)}"
+    if not prefill:
+        target += f'\nAnswer with one short phrase that completes "{prefix} ...".'
+    messages.append(("user", target))
+    return ChatRequest(messages=tuple(messages), max_tokens=int(prompt["max_tokens"]), temperature=temperature,
+                       assistant_prefix=f"{prefix} " if prefill else "", stop=("\n",), seed=seed)
+
+
+def parse_explanation(text: str, prompt: Prompt) -> str:
+    """The explanation phrase from a reply: the prefix removed if repeated, first line only."""
+    prefix = prompt["prefix"]
+    out = text.strip().strip('"').strip()
+    if out.lower().startswith(prefix.lower()):
+        out = out[len(prefix):].strip()
+    out = out.splitlines()[0].strip() if out else ""
+    if len(out) < 2 or not any(c.isalnum() for c in out):
+        raise LLMOutputError(f"the explainer returned no usable explanation: {text!r}")
+    return out
+
+
+# ---- simulation --------------------------------------------------------------------------------
+
+
+def _explanation_line(prompt: Prompt, explanation: str) -> str:
+    return f"Explanation of the neuron: the main thing this neuron does is find {explanation}\n"
+
+
+def all_at_once_prompt(prompt: Prompt, explanation: str, tokens: Sequence[str]) -> tuple[str, list[int]]:
+    """The all-at-once simulation prompt (REFERENCE §2) and its slots: the character offset of
+    each target token's value, written "unknown"; the simulator reads the digits' probabilities
+    there. Everything before the target's first token depends only on the explanation, so an
+    in-process model reuses it across the windows of one explanation."""
+    parts = [prompt["system"], "\n\n"]
+    for i, ex in enumerate(prompt["examples"], start=1):
+        rec = ex["record"]
+        parts += [f"Neuron {i}\n", _explanation_line(prompt, ex["explanation"]), "Activations:\n",
+                  _record_block(rec["tokens"], rec["activations"]), "\n"]
+    parts += [f"Neuron {len(prompt['examples']) + 1}\n", _explanation_line(prompt, explanation), "Activations:\n<start>\n"]
+    text = "".join(parts)
+    slots = []
+    for tok in tokens:
+        text += show_token(tok) + "\t"
+        slots.append(len(text))
+        text += "unknown\n"
+    return text + "<end>\n", slots
+
+
+def numbered_request(prompt: Prompt, explanation: str, tokens: Sequence[str], top_logprobs: int = 0) -> ChatRequest:
+    """Chat simulation by writing numbers: tokens numbered 1..n, one `index<TAB>value` reply line
+    each (the chat_logprobs and text simulators)."""
+    def listing(toks: Sequence[str]) -> str:
+        return "\n".join(f"{i}\t{show_token(t)}" for i, t in enumerate(toks, start=1))
+
+    messages: list[tuple[str, str]] = [("system", prompt["system"])]
+    for ex in prompt["examples"]:
+        rec = ex["record"]
+        messages.append(("user", _explanation_line(prompt, ex["explanation"]) + "Tokens:\n" + listing(rec["tokens"])))
+        messages.append(("assistant", "\n".join(f"{i}\t{v}" for i, v in enumerate(rec["activations"], start=1))))
+    messages.append(("user", _explanation_line(prompt, explanation) + "Tokens:\n" + listing(tokens)))
+    return ChatRequest(messages=tuple(messages), max_tokens=6 * len(tokens) + 16, temperature=0.0,
+                       top_logprobs=top_logprobs)
