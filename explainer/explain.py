@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from .llm import PREFILL, LLMClient, LLMOutputError
 from .prompts import Prompt, explain_request, load_prompt, parse_explanation
 
-CANDIDATE_TEMPERATURE = 1.0  # for k > 1: diverse candidates; a single explanation is greedy
+CANDIDATE_TEMPERATURE = 1.0  # candidates after the first are sampled, for diversity; the first is greedy
 
 
 @dataclass
@@ -32,10 +32,10 @@ class Explainer:
 
     async def explain(self, records: Sequence[Any], k: int = 1, seed: int = 0) -> list[Candidate]:
         """k candidate explanations of the node whose `records` (top windows) are shown."""
-        temperature = 0.0 if k == 1 else CANDIDATE_TEMPERATURE
         prefill = PREFILL in self.client.capabilities
         out = []
         for i in range(k):
+            temperature = 0.0 if i == 0 else CANDIDATE_TEMPERATURE
             request = explain_request(self.prompt, records, prefill=prefill, temperature=temperature, seed=seed + i)
             result = await self.client.chat(request)
             try:

@@ -92,6 +92,10 @@ class Backend:
         """What identifies this backend's answers (stored with every explanation; never a key)."""
         return {"backend": self.name, "model": self.model}
 
+    async def probe(self) -> frozenset[str]:
+        """Find out what the endpoint supports (servers override this); called once before a job."""
+        return self.capabilities
+
     async def chat(self, request: ChatRequest) -> ChatResult:
         raise NotImplementedError
 
@@ -129,8 +133,10 @@ class LLMClient:
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UserError(f"--concurrency must be at least 1, got {self.concurrency}")
-        limit = self.concurrency if self.backend.max_concurrency is None else min(self.concurrency, self.backend.max_concurrency)
-        self._semaphore = asyncio.Semaphore(limit)
+        self._limit = self.concurrency if self.backend.max_concurrency is None else \
+            min(self.concurrency, self.backend.max_concurrency)
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -140,12 +146,18 @@ class LLMClient:
         return self.backend.settings()
 
     async def _send(self, method: str, request: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._loop is not loop:  # one semaphore per event loop
+            self._semaphore, self._loop = asyncio.Semaphore(self._limit), loop
         async with self._semaphore:
             t0 = time.perf_counter()
             result = await getattr(self.backend, method)(request)
             completion = getattr(result, "completion_tokens", None)
             self.usage.add(result.prompt_tokens, completion, time.perf_counter() - t0)
             return result
+
+    async def probe(self) -> frozenset[str]:
+        return await self.backend.probe()
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await self._send("chat", request)
@@ -155,3 +167,15 @@ class LLMClient:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+def make_client(backend: str = "local", model: str | None = None, base_url: str | None = None,
+                concurrency: int | None = None, timeout: float = 120.0) -> LLMClient:
+    """An `LLMClient` for `--backend local|openai` (the openai key comes from $OPENAI_API_KEY)."""
+    if backend == "local":
+        from .llm_local import LocalBackend
+        return LLMClient(LocalBackend(model_path=model), concurrency=1 if concurrency is None else concurrency)
+    if backend == "openai":
+        from .llm_openai import OpenAIBackend
+        return LLMClient(OpenAIBackend(model=model, base_url=base_url, timeout=timeout), concurrency=4 if concurrency is None else concurrency)
+    raise UserError(f"unknown backend {backend!r}; choose local or openai")

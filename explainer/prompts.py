@@ -98,7 +98,7 @@ def explain_request(prompt: Prompt, records: Sequence[Any], prefill: bool, tempe
         target += f'\nAnswer with one short phrase that completes "{prefix} ...".'
     messages.append(("user", target))
     return ChatRequest(messages=tuple(messages), max_tokens=int(prompt["max_tokens"]), temperature=temperature,
-                       assistant_prefix=f"{prefix} " if prefill else "", stop=("\n",), seed=seed)
+                       assistant_prefix=prefix if prefill else "", stop=("\n",), seed=seed)
 
 
 def parse_explanation(text: str, prompt: Prompt) -> str:
@@ -108,9 +108,16 @@ def parse_explanation(text: str, prompt: Prompt) -> str:
     if out.lower().startswith(prefix.lower()):
         out = out[len(prefix):].strip()
     out = out.splitlines()[0].strip() if out else ""
-    if len(out) < 2 or not any(c.isalnum() for c in out):
+    if sum(c.isalpha() for c in out) < 3:
         raise LLMOutputError(f"the explainer returned no usable explanation: {text!r}")
+    if _norm(out) in {_norm(ex["explanation"]) for ex in prompt["examples"]}:
+        # Small models often repeat the last worked example verbatim; that says nothing about the node.
+        raise LLMOutputError("the explainer repeated a few-shot example's explanation")
     return out
+
+
+def _norm(text: str) -> str:
+    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
 # ---- simulation --------------------------------------------------------------------------------

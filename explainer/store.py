@@ -37,8 +37,8 @@ scores (migration 3)
     (correlation | mean_window_correlation | r_squared | absolute_deviation_explained), value
     (NULL when undefined, never NaN), n_tokens; PRIMARY KEY (explanation_id, split, method).
 node_scores (view, migration 3)
-    One row per selected explanation and per circuit containing its node (task NULL for nodes in
-    no circuit): model, task, circuit_id, node_id, name, layer, location, kind, explanation,
+    One row per selected explanation and per task with a circuit containing its node (task NULL
+    for nodes in no circuit): model, task, node_id, name, layer, location, kind, explanation,
     explainer, simulator, score (correlation on split 'score'), mean_window_correlation,
     r_squared, absolute_deviation_explained, validation_score (correlation on 'calibrate'),
     failure, purpose, settings_key, explanation_id, created_at.
@@ -238,10 +238,10 @@ MIGRATIONS: list[tuple[int, str]] = [
                            AS validation_score
                 FROM scores GROUP BY explanation_id
             ), cc AS (
-                SELECT cn.node_id, c.circuit_id, c.task
+                SELECT DISTINCT cn.node_id, c.task  -- a node pruned for a task several times: one row
                 FROM circuit_nodes cn JOIN circuits c ON c.circuit_id = cn.circuit_id
             )
-            SELECT e.model, cc.task, cc.circuit_id, e.node_id, n.name, n.layer, n.location, e.kind,
+            SELECT e.model, cc.task, e.node_id, n.name, n.layer, n.location, e.kind,
                    e.text AS explanation, e.explainer, e.simulator, s.score, s.mean_window_correlation,
                    s.r_squared, s.absolute_deviation_explained, s.validation_score, e.failure,
                    e.purpose, e.settings_key, e.explanation_id, e.created_at

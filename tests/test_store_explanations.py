@@ -159,6 +159,7 @@ def test_node_scores_view(s):
     add_nodes(s, ids=(1, 2))  # node 3 has no nodes row
     add_circuit(s, "c_a", "task_a", [nid(1), nid(2)])
     add_circuit(s, "c_b", "task_b", [nid(1)])
+    add_circuit(s, "c_b2", "task_b", [nid(1)])  # task_b pruned again with other settings: still one row
     s.save_explanations([
         (explanation("n1_c0", node=1, candidate=0, selected=False), sims(), scores(corr=0.1)),
         (explanation("n1_c1", node=1, candidate=1, selected=True), sims(),
@@ -171,15 +172,15 @@ def test_node_scores_view(s):
         (explanation("n3", node=3), sims(), scores(corr=0.2)),
     ])
     cols, rows = s.query("SELECT * FROM node_scores ORDER BY node_id, kind, task")
-    assert cols == ["model", "task", "circuit_id", "node_id", "name", "layer", "location", "kind", "explanation",
+    assert cols == ["model", "task", "node_id", "name", "layer", "location", "kind", "explanation",
                     "explainer", "simulator", "score", "mean_window_correlation", "r_squared",
                     "absolute_deviation_explained", "validation_score", "failure", "purpose", "settings_key",
                     "explanation_id", "created_at"]
     got = [dict(zip(cols, r)) for r in rows]
-    assert [(r["node_id"], r["kind"], r["task"], r["circuit_id"]) for r in got] == [
-        (nid(1), "llm", "task_a", "c_a"), (nid(1), "llm", "task_b", "c_b"),
-        (nid(1), "token_lookup", "task_a", "c_a"), (nid(1), "token_lookup", "task_b", "c_b"),
-        (nid(3), "llm", None, None)]
+    assert [(r["node_id"], r["kind"], r["task"]) for r in got] == [
+        (nid(1), "llm", "task_a"), (nid(1), "llm", "task_b"),
+        (nid(1), "token_lookup", "task_a"), (nid(1), "token_lookup", "task_b"),
+        (nid(3), "llm", None)]
     assert "n1_c0" not in {r["explanation_id"] for r in got}  # unselected candidates hidden
     best = got[0]
     assert best["explanation_id"] == "n1_c1" and best["name"] == "L1.mlp.neuron[1]" and best["layer"] == 1

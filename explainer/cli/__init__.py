@@ -39,6 +39,6 @@ def main() -> None:
     """
 
 
-from . import circuit_commands, model_commands, sql_commands  # noqa: E402  (commands register on `main`)
+from . import circuit_commands, explain_commands, model_commands, sql_commands  # noqa: E402  (commands register on `main`)
 
-__all__ = ["main", "circuit_commands", "model_commands", "sql_commands"]
+__all__ = ["main", "circuit_commands", "explain_commands", "model_commands", "sql_commands"]
