@@ -135,8 +135,12 @@ def all_at_once_prompt(prompt: Prompt, explanation: str, tokens: Sequence[str]) 
     parts = [prompt["system"], "\n\n"]
     for i, ex in enumerate(prompt["examples"], start=1):
         rec = ex["record"]
+        # The worked examples switch from "unknown" to real values partway, so that after
+        # "unknown" lines the model still expects a number (REFERENCE §2).
+        known_from = int(len(rec["tokens"]) * float(prompt.data.get("unknown_fraction", 0.0)))
+        values = ["unknown" if j < known_from else v for j, v in enumerate(rec["activations"])]
         parts += [f"Neuron {i}\n", _explanation_line(prompt, ex["explanation"]), "Activations:\n",
-                  _record_block(rec["tokens"], rec["activations"]), "\n"]
+                  _record_block(rec["tokens"], values), "\n"]
     parts += [f"Neuron {len(prompt['examples']) + 1}\n", _explanation_line(prompt, explanation), "Activations:\n<start>\n"]
     text = "".join(parts)
     slots = []

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from llama_server import server_available, skip_or_fail, start_llama_server
+
 from sparse_model.corpus import default_corpus_dir
 
 
@@ -28,3 +30,22 @@ def tiny_run(tmp_path_factory, small_corpus) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     train(out, "tiny", corpus_dir=small_corpus, progress=False, log=lambda s: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """Base URL of one real OpenAI-compatible server (llama_cpp.server with the embedded GGUF file),
+    shared by the whole session."""
+    why = server_available()
+    if why:
+        skip_or_fail(why)
+    with start_llama_server() as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="session")
+def embedded_llm():
+    """Skip (or, under CIRCUITS_REQUIRE_LLM, fail) tests of the embedded LLM when it is not installed."""
+    why = server_available()
+    if why:
+        skip_or_fail(why)

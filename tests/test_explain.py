@@ -30,7 +30,7 @@ def _cli(db, *args):
 
 
 @pytest.fixture(scope="module")
-def explained(tmp_path_factory, tiny_run):
+def explained(tmp_path_factory, tiny_run, embedded_llm):
     """A tiny model's random-label control circuit (always pruned), explained once by the embedded LLM."""
     db = tmp_path_factory.mktemp("explain") / "c.duckdb"
     with Store.open(db) as store:
@@ -210,7 +210,7 @@ def test_text_simulator_records_misaligned_output_as_a_failure_with_the_raw_text
         assert result.predicted is None and "line up" in result.failure and result.raw_text == reply
 
 
-def test_local_prompt_scoring_reuses_the_context_without_changing_results():
+def test_local_prompt_scoring_reuses_the_context_without_changing_results(embedded_llm):
     backend = LocalBackend()
     p = load_prompt("simulate")
     tokens = [" x", " =", " '", "a", "'", "\n"]
@@ -244,3 +244,44 @@ def test_explain_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
     code, _, err = _cli(tmp_path / "c.duckdb", "explain", str(tiny_run), *args)
     assert code == 1 and needle in err and "Traceback" not in err
     assert len([line for line in err.strip().splitlines() if not line.startswith(("activation records", "\r"))]) == 1
+
+
+# ---- the openai backend against a real OpenAI-compatible server ---------------------------------------
+
+
+def _small_prompts(folder):
+    """Prompt files with one tiny worked example each: llama_cpp.server scores echoed prompts at about
+    60 ms per token, so the package's full few-shot prompts would make this test take minutes."""
+    ex = {"tokens": [" x", " =", " return", " x"], "activations": [0, 0, 9, 0]}
+    common = {"system": "Predict how strongly a neuron fires on each token, 0 to 9.", "scale": 9, "unknown_fraction": 0.5,
+              "examples": [{"explanation": "the keyword return.", "record": ex}]}
+    (folder / "simulate.json").write_text(json.dumps(common))
+    (folder / "simulate_text.json").write_text(json.dumps(common))
+    (folder / "explain.json").write_text(json.dumps({  # no worked example: SmolLM2 would copy it (refused)
+        "system": "Say what the neuron fires on.", "prefix": "the main thing this neuron does is find", "max_tokens": 20,
+        "examples": []}))
+    return folder
+
+
+@pytest.mark.parametrize("simulator", ["auto", "chat_logprobs"])
+def test_openai_backend_explains_and_simulates_through_a_real_server(tmp_path, tiny_run, llama_server, simulator):
+    db = tmp_path / "c.duckdb"
+    prompts = _small_prompts(tmp_path)
+    code, out, err = _cli(db, "explain", str(tiny_run), "--backend", "openai", "--base-url", llama_server,
+                          "--model", "smollm2", "--node", "L0.mlp.neuron[1]", "--window", "6", "--explain-windows", "1",
+                          "--score-windows", "1", "--calibrate-windows", "1", "--explanations-per-node", "1",
+                          "--simulator", simulator, "--prompts", str(prompts), "--no-shuffled")
+    assert code == 0, err
+    expected = "all_at_once" if simulator == "auto" else "chat_logprobs"  # the server echoes prompt log-probs
+    (row,) = _q(db, "SELECT explainer, simulator, text, failure, raw_text, explain_prompt FROM explanations "
+                    "WHERE kind = 'llm'")
+    assert row[0] == "openai:smollm2" and row[1] == expected
+    assert row[5] == load_prompt("explain", str(prompts)).version
+    assert row[2] is not None, row  # the explanation came through the chat endpoint
+    sims = _q(db, "SELECT len(s.predicted), s.failure, s.raw_text FROM simulations s JOIN explanations e "
+                  "USING (explanation_id) WHERE e.kind = 'llm'")
+    assert len(sims) == 4  # 1 top + 1 random window on each of the calibrate and score splits
+    for length, failure, raw in sims:  # one value per token, or a recorded failure saying why
+        assert length == 6 or failure
+        if failure and simulator == "chat_logprobs":
+            assert raw is not None  # the misaligned reply is kept for inspection

