@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .llm import PREFILL, LLMClient, LLMOutputError
+from .llm import PREFILL, LLMClient, LLMOutputError, LLMRequestError, is_fatal
 from .prompts import Prompt, explain_request, load_prompt, parse_explanation
 
 CANDIDATE_TEMPERATURE = 1.0  # candidates after the first are sampled, for diversity; the first is greedy
@@ -30,16 +30,23 @@ class Explainer:
     def version(self) -> str:
         return self.prompt.version
 
-    async def explain(self, records: Sequence[Any], k: int = 1, seed: int = 0) -> list[Candidate]:
-        """k candidate explanations of the node whose `records` (top windows) are shown."""
-        prefill = PREFILL in self.client.capabilities
-        out = []
-        for i in range(k):
-            temperature = 0.0 if i == 0 else CANDIDATE_TEMPERATURE
-            request = explain_request(self.prompt, records, prefill=prefill, temperature=temperature, seed=seed + i)
+    async def candidate(self, records: Sequence[Any], i: int = 0, seed: int = 0) -> Candidate:
+        """Candidate i of the explanations of the node whose `records` (top windows) are shown:
+        candidate 0 is greedy, later ones are sampled (seed + i)."""
+        temperature = 0.0 if i == 0 else CANDIDATE_TEMPERATURE
+        request = explain_request(self.prompt, records, prefill=PREFILL in self.client.capabilities,
+                                  temperature=temperature, seed=seed + i)
+        try:
             result = await self.client.chat(request)
-            try:
-                out.append(Candidate(parse_explanation(result.text, self.prompt)))
-            except LLMOutputError as e:
-                out.append(Candidate(None, failure=str(e), raw_text=result.text))
-        return out
+        except (LLMOutputError, LLMRequestError) as e:
+            if is_fatal(e):
+                raise
+            return Candidate(None, failure=str(e))
+        try:
+            return Candidate(parse_explanation(result.text, self.prompt))
+        except LLMOutputError as e:
+            return Candidate(None, failure=str(e), raw_text=result.text)
+
+    async def explain(self, records: Sequence[Any], k: int = 1, seed: int = 0) -> list[Candidate]:
+        """k candidate explanations (see `candidate`)."""
+        return [await self.candidate(records, i, seed) for i in range(k)]

@@ -31,6 +31,7 @@ from sparse_model.errors import UserError
 from sparse_model.model import node_locations, parse_node_name
 
 from . import scoring
+from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_on
 from .circuit_jobs import LoadedRun, node_id, register_model
 from .explain import Explainer
 from .llm import LLMClient
@@ -69,6 +70,7 @@ class JobSummary:
     model: str
     settings_key: str
     simulator: str
+    job_id: str = ""
     nodes: int = 0  # nodes asked for
     explained: int = 0  # nodes explained by this run
     skipped: int = 0  # nodes already done with the same settings
@@ -220,8 +222,8 @@ def _failure(sims: list[Simulation]) -> str | None:
 
 class _Job:
     def __init__(self, store: Store, run: LoadedRun, client: LLMClient, s: ExplainSettings,
-                 prompts_dir: str | None = None):
-        self.store, self.run, self.client, self.s = store, run, client, s
+                 prompts_dir: str | None = None, job_id: str | None = None):
+        self.store, self.run, self.client, self.s, self.job_id = store, run, client, s, job_id
         self.explainer = Explainer(client, prompts_dir)
         self.simulator = Simulator(client, s.simulator, prompts_dir)
         llm = client.settings()
@@ -237,7 +239,7 @@ class _Job:
     def _row(self, nid: str, kind: str, **kw: Any) -> dict:
         llm_kind = kind != TOKEN_LOOKUP
         row = {"explanation_id": self._id(nid, kind, kw.get("candidate", 0)), "node_id": nid, "model": self.run.name,
-               "kind": kind, "candidate": 0, "selected": True,
+               "kind": kind, "candidate": 0, "selected": True, "job_id": self.job_id,
                "explainer": self.explainer_name if kind == LLM else kind,
                "explain_prompt": self.explainer.version if kind == LLM else None,
                "simulator": self.simulator.method if llm_kind else TOKEN_LOOKUP,
@@ -247,13 +249,15 @@ class _Job:
         return row
 
     async def _simulate(self, text: str, recs: list[_Rec]) -> list[Simulation]:
-        return [await self.simulator.simulate(text, r.tokens) for r in recs]
+        # All windows at once: the client's concurrency limit decides how many are in flight.
+        return list(await asyncio.gather(*(self.simulator.simulate(text, r.tokens) for r in recs)))
 
     async def _scored(self, row: dict, text: str, recs: dict[str, list[_Rec]],
                       calibrate_sims: list[Simulation] | None = None) -> tuple[dict, list, list]:
         """Simulate `text` on the calibrate and score splits, calibrate, score; one stored item."""
-        cal = calibrate_sims if calibrate_sims is not None else await self._simulate(text, recs["calibrate"])
-        test = await self._simulate(text, recs["score"])
+        with working_on(row["explanation_id"], row["node_id"]):
+            cal = calibrate_sims if calibrate_sims is not None else await self._simulate(text, recs["calibrate"])
+            test = await self._simulate(text, recs["score"])
         cal_preds, test_preds = [s.predicted for s in cal], [s.predicted for s in test]
         calib = _calibration(recs["calibrate"], cal_preds)
         row.update(calibration_slope=calib[0] if calib else None, calibration_intercept=calib[1] if calib else None,
@@ -266,16 +270,19 @@ class _Job:
     async def explain_node(self, nid: str) -> float | None:
         """Explain one node (best of k), add the token-lookup baseline, commit both; returns the test score."""
         recs = _node_records(self.store, nid, self.s)
-        candidates = await self.explainer.explain(recs["explain"], k=self.s.explanations_per_node, seed=self.s.seed)
-        items: list[tuple[dict, list, list]] = []
+        candidates = []
         validated = []  # (validation score, candidate index, calibrate simulations)
-        for i, cand in enumerate(candidates):
-            if cand.text is None:
-                continue
-            cal = await self._simulate(cand.text, recs["calibrate"])
+        for i in range(self.s.explanations_per_node):
+            with working_on(self._id(nid, LLM, i), nid):
+                cand = await self.explainer.candidate(recs["explain"], i, seed=self.s.seed)
+                candidates.append(cand)
+                if cand.text is None:
+                    continue
+                cal = await self._simulate(cand.text, recs["calibrate"])
             v = _score_split(recs["calibrate"], [s.predicted for s in cal], "calibrate", None)[0]["value"]
             validated.append((-np.inf if v is None else v, i, cal))
         best = max(validated, key=lambda x: (x[0], -x[1])) if validated else None
+        items: list[tuple[dict, list, list]] = []
         for i, cand in enumerate(candidates):
             row = self._row(nid, LLM, candidate=i, text=cand.text, selected=best is not None and best[1] == i,
                             failure=cand.failure, raw_text=cand.raw_text)
@@ -342,29 +349,49 @@ def _mean(values: list[float | None]) -> float | None:
 
 def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Sequence[str] | None = None,
                 nodes: Sequence[str] | None = None, settings: ExplainSettings | None = None,
-                progress: bool = True, prompts_dir: str | Path | None = None) -> JobSummary:
+                progress: bool = True, prompts_dir: str | Path | None = None, cache: bool = True,
+                retry_failed: bool = False, prices: str | Path | None = None, command: str | None = None) -> JobSummary:
     """Explain, simulate and score every selected node of a run (see the module docstring).
 
+    The job is a row in `jobs`; each of its LLM requests a row in `llm_requests`. Answers are cached
+    in the store: rerunning a job, or restarting a killed one, asks the LLM only what it has not
+    answered yet. cache=False (--no-cache) asks again (and stores the fresh answers).
+    retry_failed: redo the nodes whose LLM explanation failed with these settings (asking again).
+    prices: a JSON price table (see `accounting.load_price`) to record each request's cost.
     prompts_dir: a folder of prompt files to use instead of the package's `prompts/` (their
-    content hashes are part of the settings, so results never mix)."""
+    content hashes are part of the settings, so results never mix).
+    """
     s = settings or ExplainSettings()
     s.check()
+    price = load_price(prices, client.settings()["model"]) if prices and client.settings()["model"] else None
     run = LoadedRun(run_dir)
     if s.window is None:
         s = replace(s, window=min(DEFAULT_WINDOW, run.model.cfg.n_ctx))
     register_model(store, run)
     node_ids = select_nodes(store, run, tasks, nodes)
-    ensure_records(store, run, node_ids, s.window, seed=s.seed, progress=progress)
     summary: JobSummary | None = None
+    job_id = new_job_id()
+    llm = client.settings()
+    store.start_job({"job_id": job_id, "command": command, "model": run.name, "backend": llm["backend"],
+                     "llm_model": llm["model"], "base_url": llm.get("base_url")})
+    client.cache = ResponseCache(store, read=cache and not retry_failed)
+    client.ledger = Ledger(store, job_id, price)
 
     async def main() -> None:
-        nonlocal summary
+        nonlocal summary, price
         try:
-            await client.probe()
-            job = _Job(store, run, client, s, None if prompts_dir is None else str(prompts_dir))
+            await client.probe()  # before the records: an unreachable server fails in a second
+            ensure_records(store, run, node_ids, s.window, seed=s.seed, progress=progress)
+            if prices and price is None:  # the model name was resolved by the probe
+                client.ledger.price = price = load_price(prices, client.settings()["model"])
+            job = _Job(store, run, client, s, None if prompts_dir is None else str(prompts_dir), job_id)
+            store.update_job(job_id, settings_key=job.key, llm_model=client.settings()["model"])
             summary = JobSummary(model=run.name, settings_key=job.key, simulator=job.simulator.method,
                                  nodes=len(node_ids))
             done = store.done_nodes(job.key, LLM)
+            if retry_failed:
+                done -= {e["node_id"] for e in store.explanations(settings_key=job.key, kind=LLM, selected=True)
+                         if e["text"] is None or e["failure"]}
             todo = [n for n in node_ids if n not in done]
             summary.skipped = len(node_ids) - len(todo)
             scores: list[float | None] = []
@@ -384,8 +411,17 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
         finally:
             await client.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        store.update_job(job_id, status="interrupted")
+        raise
+    except BaseException as e:
+        store.update_job(job_id, status="failed", error=" ".join(str(e).split())[:500])
+        raise
+    store.update_job(job_id, status="finished")
     assert summary is not None
+    summary.job_id = job_id
     _summarise(store, summary.settings_key, node_ids, summary)
     return summary
 
@@ -400,7 +436,10 @@ async def _shuffled(store: Store, job: _Job, node_ids: Sequence[str], concurrenc
     if len(order) < 2:
         return
     source = {n: order[(i + 1) % len(order)] for i, n in enumerate(order)}
-    done = store.done_nodes(job.key, SHUFFLED)
+    # Done: a shuffled row with today's source and text (a retried node can change the rotation).
+    done = {e["node_id"] for e in store.explanations(settings_key=job.key, kind=SHUFFLED, selected=True)
+            if e["node_id"] in source and e["source_node_id"] == source[e["node_id"]]
+            and e["text"] == explained[source[e["node_id"]]]}
     todo = [n for n in node_ids if n in source and n not in done]
     bar = tqdm(total=len(todo), desc="shuffled control", unit="node", disable=not progress or not todo)
 

@@ -20,9 +20,12 @@ in one place (`LLMClient._send`).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import tenacity
 
 from sparse_model.errors import UserError
 
@@ -36,6 +39,31 @@ PREFILL = "prefill"  # the reply can be started with a given prefix (raw prompt 
 class LLMError(UserError):
     """A request could not be answered (unreachable server, refused key, unknown model). One line,
     naming the endpoint and model, never the key."""
+
+
+class LLMRequestError(LLMError):
+    """A request failed at the HTTP level. `status` is the HTTP status (None: no answer at all);
+    `retryable` says whether trying again later can help (timeouts, dropped connections, 408, 409,
+    429, 5xx); `retry_after` is the server's Retry-After in seconds; `unreachable` means nothing
+    listens at the address. The original SDK exception is the `__cause__`."""
+
+    def __init__(self, message: str, status: int | None = None, retryable: bool = False,
+                 retry_after: float | None = None, unreachable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after = retry_after
+        self.unreachable = unreachable
+
+
+def is_fatal(e: BaseException) -> bool:
+    """Errors that end a job (every later request would fail the same way): a refused key, an
+    unknown model or endpoint, a server nothing listens on, any other LLMError (bad set-up).
+    Others (an exhausted retry on 429/5xx/timeouts, a 400 for one request, unusable output) are
+    recorded as the failure of one explanation or simulation, and the job goes on."""
+    if isinstance(e, LLMRequestError):
+        return e.unreachable or e.status in (401, 403, 404)
+    return isinstance(e, LLMError)
 
 
 class LLMOutputError(Exception):
@@ -96,6 +124,13 @@ class Backend:
         """Find out what the endpoint supports (servers override this); called once before a job."""
         return self.capabilities
 
+    def probe_state(self) -> dict[str, Any]:
+        """What `probe` found, to be cached (servers override this with more)."""
+        return {"capabilities": sorted(self.capabilities)}
+
+    def restore_probe(self, state: dict[str, Any]) -> None:
+        self.capabilities = frozenset(state["capabilities"])
+
     async def chat(self, request: ChatRequest) -> ChatResult:
         raise NotImplementedError
 
@@ -111,28 +146,70 @@ class Usage:
     """Running totals over one client's requests."""
 
     requests: int = 0
+    cache_hits: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
 
-    def add(self, prompt: int | None, completion: int | None, seconds: float) -> None:
-        self.requests += 1
-        self.prompt_tokens += prompt or 0
-        self.completion_tokens += completion or 0
-        self.seconds += seconds
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard a request is tried: at most `max_attempts` tries, each with `timeout` seconds; between
+    tries the server's Retry-After if it sent one, else a random wait in [0, min(max_backoff,
+    backoff·2^(n-1))] (exponential backoff with full jitter)."""
+
+    max_attempts: int = 5
+    timeout: float = 120.0
+    backoff: float = 1.0
+    max_backoff: float = 60.0
+
+    def check(self) -> None:
+        if self.max_attempts < 1:
+            raise UserError(f"--max-attempts must be at least 1, got {self.max_attempts}")
+        if not self.timeout > 0:
+            raise UserError(f"--timeout must be a positive number of seconds, got {self.timeout:g}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise UserError("backoff times must not be negative")
+
+
+def _retryable(e: BaseException) -> bool:
+    if isinstance(e, LLMRequestError):
+        return e.retryable
+    return isinstance(e, LLMOutputError)  # garbage from the transport (non-JSON, truncated log-probs)
+
+
+def estimate_tokens(text: str) -> int:
+    """About 4 characters per token: used only when a server reports no usage."""
+    return max(1, -(-len(text) // 4)) if text else 0
+
+
+def _request_text(request: Any) -> str:
+    if isinstance(request, ChatRequest):
+        return "".join(c for _, c in request.messages) + request.assistant_prefix
+    return getattr(request, "prompt", "")
 
 
 @dataclass
 class LLMClient:
-    """Every LLM request goes through `_send`: the concurrency limit and accounting live here."""
+    """Every LLM request goes through `_send`: the response cache, the concurrency limit, retries
+    and accounting live here and nowhere else.
+
+    cache: an `explainer.accounting.ResponseCache` (or None); ledger: an `accounting.Ledger`
+    (or None) that records every request of a job.
+    """
 
     backend: Backend
     concurrency: int = 4
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    cache: Any = None
+    ledger: Any = None
     usage: Usage = field(default_factory=Usage)
+    sleep: Any = asyncio.sleep  # replaced in tests that check the waits
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise UserError(f"--concurrency must be at least 1, got {self.concurrency}")
+        self.retry.check()
         self._limit = self.concurrency if self.backend.max_concurrency is None else \
             min(self.concurrency, self.backend.max_concurrency)
         self._semaphore: asyncio.Semaphore | None = None
@@ -145,19 +222,78 @@ class LLMClient:
     def settings(self) -> dict[str, Any]:
         return self.backend.settings()
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        e = state.outcome.exception() if state.outcome else None
+        after = getattr(e, "retry_after", None)
+        if after is not None:
+            return float(after)
+        cap = min(self.retry.max_backoff, self.retry.backoff * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, cap)
+
+    def _account(self, method: str, request: Any, result: Any, seconds: float, cache_hit: bool, attempts: int,
+                 error: str | None = None) -> None:
+        prompt = getattr(result, "prompt_tokens", None)
+        completion = getattr(result, "completion_tokens", None)
+        estimated = False
+        if result is not None and not cache_hit and prompt is None:
+            prompt, estimated = estimate_tokens(_request_text(request)), True
+        if result is not None and not cache_hit and completion is None and method == "chat":
+            completion, estimated = estimate_tokens(result.text), True
+        u = self.usage
+        u.requests += 1
+        u.cache_hits += cache_hit
+        u.seconds += seconds
+        if not cache_hit:
+            u.prompt_tokens += prompt or 0
+            u.completion_tokens += completion or 0
+        if self.ledger is not None:
+            self.ledger.record(method, cache_hit=cache_hit, prompt_tokens=prompt, completion_tokens=completion,
+                               tokens_estimated=estimated, seconds=seconds, attempts=attempts, error=error)
+
     async def _send(self, method: str, request: Any) -> Any:
+        endpoint = self.backend.settings()
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(endpoint, method, request)
+            hit = self.cache.get(key, method)
+            if hit is not None:
+                self._account(method, request, hit, 0.0, True, 0)
+                return hit
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._loop is not loop:  # one semaphore per event loop
             self._semaphore, self._loop = asyncio.Semaphore(self._limit), loop
+        attempts = 0
+        t0 = time.perf_counter()
+        # The slot is held while waiting to retry: never more than `concurrency` requests in flight.
         async with self._semaphore:
-            t0 = time.perf_counter()
-            result = await getattr(self.backend, method)(request)
-            completion = getattr(result, "completion_tokens", None)
-            self.usage.add(result.prompt_tokens, completion, time.perf_counter() - t0)
-            return result
+            try:
+                async for attempt in tenacity.AsyncRetrying(
+                        stop=tenacity.stop_after_attempt(self.retry.max_attempts), wait=self._wait,
+                        retry=tenacity.retry_if_exception(_retryable), sleep=self.sleep, reraise=True):
+                    with attempt:
+                        attempts += 1
+                        result = await getattr(self.backend, method)(request)
+            except (LLMError, LLMOutputError) as e:
+                self._account(method, request, None, time.perf_counter() - t0, False, attempts, error=str(e))
+                raise
+        if self.cache is not None:
+            self.cache.put(key, endpoint, method, result)
+        self._account(method, request, result, time.perf_counter() - t0, False, attempts)
+        return result
 
     async def probe(self) -> frozenset[str]:
-        return await self.backend.probe()
+        """The backend's capabilities; a cached probe of the same endpoint costs no request."""
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(self.backend.settings(), "probe", {})
+            state = self.cache.get(key, "probe")
+            if state is not None:
+                self.backend.restore_probe(state)
+                return self.backend.capabilities
+        caps = await self.backend.probe()
+        if self.cache is not None:
+            self.cache.put(key, self.backend.settings(), "probe", self.backend.probe_state())
+        return caps
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await self._send("chat", request)
@@ -170,12 +306,16 @@ class LLMClient:
 
 
 def make_client(backend: str = "local", model: str | None = None, base_url: str | None = None,
-                concurrency: int | None = None, timeout: float = 120.0) -> LLMClient:
+                concurrency: int | None = None, retry: RetryPolicy | None = None) -> LLMClient:
     """An `LLMClient` for `--backend local|openai` (the openai key comes from $OPENAI_API_KEY)."""
+    retry = retry or RetryPolicy()
+    retry.check()
     if backend == "local":
         from .llm_local import LocalBackend
-        return LLMClient(LocalBackend(model_path=model), concurrency=1 if concurrency is None else concurrency)
+        return LLMClient(LocalBackend(model_path=model), concurrency=1 if concurrency is None else concurrency,
+                         retry=retry)
     if backend == "openai":
         from .llm_openai import OpenAIBackend
-        return LLMClient(OpenAIBackend(model=model, base_url=base_url, timeout=timeout), concurrency=4 if concurrency is None else concurrency)
+        return LLMClient(OpenAIBackend(model=model, base_url=base_url, timeout=retry.timeout),
+                         concurrency=4 if concurrency is None else concurrency, retry=retry)
     raise UserError(f"unknown backend {backend!r}; choose local or openai")

@@ -40,7 +40,7 @@ from typing import Any, Iterator
 
 import openai
 
-from .llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
+from .llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError, LLMRequestError,
                   LLMOutputError, PromptLogprobsRequest, PromptLogprobsResult)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -55,17 +55,6 @@ _RETRYABLE = frozenset({408, 409, 429})
 # echoed log-probabilities with tokens (SmolLM2-135M: the best guess of 7 of 13 entries is the next
 # letter, none is the letter itself; a repeated list of colour words did not work).
 _CALIBRATION = "A B C D E F G H I J K L M N"
-
-
-class LLMRequestError(LLMError):
-    """A request failed at the HTTP level. `status` is the HTTP status (None: no answer at all,
-    connection refused or timed out); `retryable` says whether trying again later can help
-    (timeouts, connection loss, 408/409/429/5xx). The original SDK exception is the `__cause__`."""
-
-    def __init__(self, message: str, status: int | None = None, retryable: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.retryable = retryable
 
 
 class OpenAIBackend(Backend):
@@ -116,11 +105,15 @@ class OpenAIBackend(Backend):
             yield
         except openai.APITimeoutError as e:
             raise LLMRequestError(f"the LLM server at {where} did not answer the {what} request within "
-                                  f"{self.timeout:g} s: check that it is running, or raise the timeout",
+                                  f"{self.timeout:g} s: check that it is running, or raise --timeout",
                                   None, True) from e
         except openai.APIConnectionError as e:
-            raise LLMRequestError(f"cannot reach the LLM server at {self.base_url}: start it or pass --base-url "
-                                  f"({self._clean(getattr(e, '__cause__', None) or e)})", None, True) from e
+            cause = e.__cause__
+            if cause is not None and type(cause).__name__ in ("ConnectError", "ConnectTimeout"):
+                raise LLMRequestError(f"cannot reach the LLM server at {self.base_url}: start it or pass --base-url "
+                                      f"({self._clean(cause)})", None, True, unreachable=True) from e
+            raise LLMRequestError(f"the LLM server at {where} dropped the connection during the {what} request "
+                                  f"({self._clean(cause or e)})", None, True) from e
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise LLMRequestError(f"the LLM server at {where} refused the API key (HTTP {e.status_code}): "
                                   f"check OPENAI_API_KEY", e.status_code, False) from e
@@ -132,9 +125,13 @@ class OpenAIBackend(Backend):
             status = e.status_code
             raise LLMRequestError(f"the LLM server at {where} answered the {what} request with HTTP {status}: "
                                   f"{self._status_message(e)}", status,
-                                  status in _RETRYABLE or status >= 500) from e
+                                  status in _RETRYABLE or status >= 500,
+                                  retry_after=_retry_after(e.response.headers.get("retry-after"))) from e
         except openai.APIResponseValidationError as e:
             raise LLMOutputError(f"the LLM server at {where} sent an unreadable {what} response: "
+                                 f"{self._clean(e)}") from e
+        except ValueError as e:  # a 200 answer whose body is not JSON (json.JSONDecodeError)
+            raise LLMOutputError(f"the LLM server at {where} sent a {what} response that is not JSON: "
                                  f"{self._clean(e)}") from e
 
     def _status_message(self, e: openai.APIStatusError) -> str:
@@ -184,6 +181,12 @@ class OpenAIBackend(Backend):
             raise
         except LLMOutputError:
             return None
+
+    def probe_state(self) -> dict[str, Any]:
+        return {"model": self.model, "capabilities": sorted(self.capabilities), "shift": self._shift}
+
+    def restore_probe(self, state: dict[str, Any]) -> None:
+        self.model, self.capabilities, self._shift = state["model"], frozenset(state["capabilities"]), state["shift"]
 
     async def probe(self) -> frozenset[str]:
         """Resolve the model and find out what the server can do (a few tiny requests)."""
@@ -328,3 +331,11 @@ def _detect_shift(tokens: list[str], tops: list[dict[str, float] | None]) -> int
             if i + s < len(tokens) and best == tokens[i + s]:
                 hits[s] += 1
     return 1 if hits[1] > hits[0] else 0
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number of seconds; HTTP dates are not used by LLM servers)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -25,7 +25,8 @@ from typing import Sequence
 
 from sparse_model.errors import UserError
 
-from .llm import CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, LLMClient, LLMOutputError, PromptLogprobsRequest
+from .llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, LLMClient, LLMOutputError, LLMRequestError,
+                  PromptLogprobsRequest, is_fatal)
 from .prompts import Prompt, all_at_once_prompt, load_prompt, numbered_request
 
 ALL_AT_ONCE = "all_at_once"
@@ -91,7 +92,9 @@ class Simulator:
             if self.method == ALL_AT_ONCE:
                 return await self._all_at_once(explanation, tokens)
             return await self._numbered(explanation, tokens)
-        except LLMOutputError as e:
+        except (LLMOutputError, LLMRequestError) as e:
+            if is_fatal(e):
+                raise
             return Simulation(predicted=None, failure=str(e), raw_text=getattr(e, "raw_text", None))
 
     async def _all_at_once(self, explanation: str, tokens: Sequence[str]) -> Simulation:

@@ -42,6 +42,21 @@ node_scores (view, migration 3)
     explainer, simulator, score (correlation on split 'score'), mean_window_correlation,
     r_squared, absolute_deviation_explained, validation_score (correlation on 'calibrate'),
     failure, purpose, settings_key, explanation_id, created_at.
+jobs (migration 4)
+    job_id PRIMARY KEY, command, model, backend, llm_model, base_url, settings_key, status
+    (running | finished | interrupted | failed), pid, error, started_at, finished_at.
+llm_requests (migration 4)
+    One row per LLM request a job made (or took from the cache): job_id, seq, explanation_id,
+    node_id, method (chat | prompt_logprobs), cache_hit, prompt_tokens, completion_tokens,
+    tokens_estimated (the server gave no usage: about 4 characters per token), seconds, attempts,
+    status (ok | error), error, cost (NULL without a price table), created_at.
+llm_cache (migration 4)
+    key PRIMARY KEY (sha256 of endpoint, model, method and the full request; never the API key),
+    endpoint, model, method, response JSON, cache_version, created_at.
+explanations.job_id (migration 4): the job that wrote the row.
+job_summary (view, migration 4)
+    One row per job with nodes done, failures, requests, cache hits, tokens, cost and seconds,
+    computed from the rows the job wrote, so a killed job is counted too.
 
 Adding a migration
 ------------------
@@ -250,6 +265,75 @@ MIGRATIONS: list[tuple[int, str]] = [
             LEFT JOIN cc ON cc.node_id = e.node_id
             LEFT JOIN s ON s.explanation_id = e.explanation_id
             WHERE e.selected;
+        """,
+    ),
+    (
+        4,
+        """
+        CREATE TABLE jobs (
+            job_id VARCHAR PRIMARY KEY,
+            command VARCHAR,
+            model VARCHAR,
+            backend VARCHAR,
+            llm_model VARCHAR,
+            base_url VARCHAR,
+            settings_key VARCHAR,
+            status VARCHAR,
+            pid INTEGER,
+            error VARCHAR,
+            started_at TIMESTAMP,
+            finished_at TIMESTAMP
+        );
+        CREATE TABLE llm_requests (
+            job_id VARCHAR,
+            seq INTEGER,
+            explanation_id VARCHAR,
+            node_id VARCHAR,
+            method VARCHAR,
+            cache_hit BOOLEAN,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            tokens_estimated BOOLEAN,
+            seconds DOUBLE,
+            attempts INTEGER,
+            status VARCHAR,
+            error VARCHAR,
+            cost DOUBLE,
+            created_at TIMESTAMP
+        );
+        CREATE INDEX llm_requests_job ON llm_requests (job_id);
+        CREATE TABLE llm_cache (
+            key VARCHAR PRIMARY KEY,
+            endpoint VARCHAR,
+            model VARCHAR,
+            method VARCHAR,
+            response JSON,
+            cache_version INTEGER,
+            created_at TIMESTAMP
+        );
+        ALTER TABLE explanations ADD COLUMN job_id VARCHAR;
+        CREATE VIEW job_summary AS
+            WITH r AS (
+                SELECT job_id, count(*) AS requests, count(*) FILTER (WHERE cache_hit) AS cache_hits,
+                       count(*) FILTER (WHERE status <> 'ok') AS request_errors,
+                       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+                       sum(cost) AS cost, max(created_at) AS last_request
+                FROM llm_requests GROUP BY job_id
+            ), e AS (
+                SELECT job_id, count(DISTINCT node_id) AS nodes_done,
+                       count(DISTINCT node_id) FILTER (WHERE failure IS NOT NULL OR text IS NULL) AS failures
+                FROM explanations WHERE kind = 'llm' AND selected GROUP BY job_id
+            )
+            SELECT j.job_id, j.started_at, j.status, j.model, j.backend, j.llm_model,
+                   coalesce(e.nodes_done, 0) AS nodes_done, coalesce(e.failures, 0) AS failures,
+                   coalesce(r.requests, 0) AS requests, coalesce(r.cache_hits, 0) AS cache_hits,
+                   coalesce(r.request_errors, 0) AS request_errors,
+                   coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
+                   r.cost,
+                   date_diff('millisecond', j.started_at, coalesce(j.finished_at, r.last_request, j.started_at)) / 1000.0
+                       AS seconds,
+                   j.settings_key, j.error, j.pid, j.command
+            FROM jobs j LEFT JOIN r USING (job_id) LEFT JOIN e USING (job_id);
         """,
     ),
 ]
@@ -626,6 +710,44 @@ class Store:
             "SELECT DISTINCT node_id FROM explanations WHERE selected AND settings_key = ? AND kind = ?",
             [settings_key, kind])
         return {r[0] for r in rows.fetchall()}
+
+    # ---- jobs, LLM requests and the response cache ------------------------------------------------
+
+    def start_job(self, row: dict) -> None:
+        self.con.execute("INSERT INTO jobs (job_id, command, model, backend, llm_model, base_url, settings_key, status, "
+                         "pid, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                         [row["job_id"], row.get("command"), row.get("model"), row.get("backend"), row.get("llm_model"),
+                          row.get("base_url"), row.get("settings_key"), os.getpid(), _now()])
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        """Set columns of a job row, e.g. status='finished' (finished_at is set with any final status)."""
+        if values.get("status") in ("finished", "interrupted", "failed"):
+            values["finished_at"] = _now()
+        unknown = set(values) - set(self._columns("jobs"))
+        if unknown:
+            raise ValueError(f"unknown jobs columns: {sorted(unknown)}")
+        sets = ", ".join(f"{k} = ?" for k in values)
+        self.con.execute(f"UPDATE jobs SET {sets} WHERE job_id = ?", [*values.values(), job_id])
+
+    def list_jobs(self) -> list[dict]:
+        return _rows_as_dicts(self.con.execute("SELECT * FROM job_summary ORDER BY started_at"))
+
+    def record_request(self, row: dict) -> None:
+        """One LLM request of a job (committed at once, so a killed job still accounts for it)."""
+        self.con.execute("INSERT INTO llm_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [row["job_id"], row["seq"], row.get("explanation_id"), row.get("node_id"), row["method"],
+                          row["cache_hit"], row.get("prompt_tokens"), row.get("completion_tokens"),
+                          row.get("tokens_estimated", False), row.get("seconds"), row.get("attempts"), row["status"],
+                          row.get("error"), row.get("cost"), _now()])
+
+    def cache_get(self, key: str) -> tuple[Any, int] | None:
+        """(response, cache_version) of a cached LLM response, or None."""
+        row = self.con.execute("SELECT response, cache_version FROM llm_cache WHERE key = ?", [key]).fetchone()
+        return None if row is None else (json.loads(row[0]), row[1])
+
+    def cache_put(self, key: str, endpoint: str, model: str, method: str, response: Any, version: int) -> None:
+        self.con.execute("INSERT OR REPLACE INTO llm_cache VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         [key, endpoint, model, method, json.dumps(response), version, _now()])
 
     def simulations(self, explanation_id: str) -> list[dict]:
         return _rows_as_dicts(self.con.execute(

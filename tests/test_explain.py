@@ -249,24 +249,11 @@ def test_explain_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
 # ---- the openai backend against a real OpenAI-compatible server ---------------------------------------
 
 
-def _small_prompts(folder):
-    """Prompt files with one tiny worked example each: llama_cpp.server scores echoed prompts at about
-    60 ms per token, so the package's full few-shot prompts would make this test take minutes."""
-    ex = {"tokens": [" x", " =", " return", " x"], "activations": [0, 0, 9, 0]}
-    common = {"system": "Predict how strongly a neuron fires on each token, 0 to 9.", "scale": 9, "unknown_fraction": 0.5,
-              "examples": [{"explanation": "the keyword return.", "record": ex}]}
-    (folder / "simulate.json").write_text(json.dumps(common))
-    (folder / "simulate_text.json").write_text(json.dumps(common))
-    (folder / "explain.json").write_text(json.dumps({  # no worked example: SmolLM2 would copy it (refused)
-        "system": "Say what the neuron fires on.", "prefix": "the main thing this neuron does is find", "max_tokens": 20,
-        "examples": []}))
-    return folder
-
-
 @pytest.mark.parametrize("simulator", ["auto", "chat_logprobs"])
-def test_openai_backend_explains_and_simulates_through_a_real_server(tmp_path, tiny_run, llama_server, simulator):
+def test_openai_backend_explains_and_simulates_through_a_real_server(tmp_path, tiny_run, llama_server, simulator,
+                                                                      small_prompts):
     db = tmp_path / "c.duckdb"
-    prompts = _small_prompts(tmp_path)
+    prompts = small_prompts
     code, out, err = _cli(db, "explain", str(tiny_run), "--backend", "openai", "--base-url", llama_server,
                           "--model", "smollm2", "--node", "L0.mlp.neuron[1]", "--window", "6", "--explain-windows", "1",
                           "--score-windows", "1", "--calibrate-windows", "1", "--explanations-per-node", "1",

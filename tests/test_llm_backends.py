@@ -14,7 +14,8 @@ from openai.types import Completion
 
 from explainer.llm import (CHAT, CHAT_LOGPROBS, PREFILL, PROMPT_LOGPROBS, ChatRequest, LLMError, LLMOutputError,
                            PromptLogprobsRequest)
-from explainer.llm_openai import LLMRequestError, OpenAIBackend
+from explainer.llm import LLMRequestError
+from explainer.llm_openai import OpenAIBackend
 from llama_server import MODEL_ALIAS, free_port, server_available, skip_or_fail
 
 DIGITS = tuple("0123456789")

@@ -229,9 +229,10 @@ def test_migrates_schema_2_file(tmp_path, monkeypatch):
         assert "explanations" not in tables
     monkeypatch.setattr(store_mod, "MIGRATIONS", MIGRATIONS)
     with Store.open(db) as s:
-        assert s.schema_version() == 3
+        assert s.schema_version() == MIGRATIONS[-1][0]
         tables = {r[0] for r in s.query("SHOW TABLES")[1]}
-        assert {"activation_records", "explanations", "simulations", "scores", "node_scores"} <= tables
+        assert {"activation_records", "explanations", "simulations", "scores", "node_scores",
+                "jobs", "llm_requests", "llm_cache", "job_summary"} <= tables
         assert s.has_nodes(M) and [c["circuit_id"] for c in s.list_circuits(M)] == ["c_a"]
         s.save_explanation(explanation("e1", node=1), sims(), scores())
         assert s.query("SELECT task, name, score FROM node_scores")[1] == [("task_a", "L1.mlp.neuron[1]", 0.8)]

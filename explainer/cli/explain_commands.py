@@ -1,17 +1,20 @@
-"""`circuits explain` and `circuits explanations`."""
+"""`circuits explain` and `circuits jobs`."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
 from explainer.explain_jobs import ExplainSettings, explain_job
-from explainer.llm import make_client
+from explainer.llm import RetryPolicy, make_client
 from explainer.simulate import SIMULATORS
 
 from . import main
 from .common import db_option, open_store, output_options, print_rows, resolve_run
 
 _D = ExplainSettings()
+_R = RetryPolicy()
 
 
 @main.command("explain")
@@ -40,14 +43,25 @@ _D = ExplainSettings()
               help="A folder of prompt files (explain.json, simulate.json, simulate_text.json) to use instead of prompts/.")
 @click.option("--no-shuffled", is_flag=True, help="Skip the shuffled-explanation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--max-attempts", type=int, default=_R.max_attempts, show_default=True,
+              help="Tries per LLM request (retries on 429, 5xx, timeouts and dropped connections).")
+@click.option("--timeout", type=float, default=_R.timeout, show_default=True, help="Seconds per LLM request.")
+@click.option("--backoff", type=float, default=_R.backoff, show_default=True,
+              help="Longest first wait before a retry, doubled each time (random jitter below it); Retry-After wins.")
+@click.option("--no-cache", is_flag=True, help="Ask the LLM again instead of reusing cached answers (new answers are still stored).")
+@click.option("--retry-failed", is_flag=True, help="Redo only the nodes whose explanation failed with these settings.")
+@click.option("--prices", type=click.Path(dir_okay=False), default=None,
+              help='JSON price table, e.g. {"gpt-4o-mini": {"prompt_per_million": 0.15, "completion_per_million": 0.6}}.')
 @output_options
 @db_option
 def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, concurrency, window, explain_windows,
-                    score_windows, calibrate_windows, prompts_dir, no_shuffled, seed, fmt):
+                    score_windows, calibrate_windows, prompts_dir, no_shuffled, seed, max_attempts, timeout, backoff, no_cache,
+                    retry_failed, prices, fmt):
     """Explain, simulate and score every circuit node of a run; results in the explanations,
     simulations and scores tables (query them through the node_scores view).
 
-    A rerun with the same settings skips nodes already done.
+    A rerun with the same settings skips nodes already done, and LLM answers are cached in the
+    database: a killed or interrupted job, started again, finishes without asking twice.
 
     \b
     Examples:
@@ -61,10 +75,35 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
                                calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled)
     settings.check()
     run_dir = resolve_run(run)
-    client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency)
+    client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency,
+                         retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout, backoff=backoff))
     with open_store() as store:
         s = explain_job(store, run_dir, client, tasks=list(tasks) or None, nodes=list(nodes) or None, settings=settings,
-                        prompts_dir=prompts_dir)
+                        prompts_dir=prompts_dir, cache=not no_cache, retry_failed=retry_failed, prices=prices,
+                        command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None)
+    u = client.usage
     click.echo(f"{s.model}: {s.explained} nodes explained, {s.skipped} already done, {s.failed} failed "
-               f"(simulator {s.simulator}, settings {s.settings_key})", err=True)
+               f"(simulator {s.simulator}, settings {s.settings_key}); job {s.job_id}: {u.requests} LLM requests, "
+               f"{u.cache_hits} from the cache, {u.prompt_tokens + u.completion_tokens} tokens", err=True)
+    if s.failed:
+        click.echo(f"to retry the failed nodes: add --retry-failed to the same command", err=True)
     print_rows(["kind", "mean_score"], [[k, v] for k, v in s.mean_score.items()], fmt)
+
+
+@main.command("jobs")
+@output_options
+@db_option
+def jobs_command(fmt):
+    """Past explain jobs: nodes done, failures, LLM requests, cache hits, tokens, cost and time.
+
+    A job whose process died shows status "running" and a dead pid; run its command again to finish it.
+
+    \b
+    Example:
+      circuits jobs
+    """
+    with open_store(read_only=True) as store:
+        rows = store.list_jobs()
+    cols = ["job_id", "started_at", "status", "model", "llm_model", "nodes_done", "failures", "requests", "cache_hits",
+            "prompt_tokens", "completion_tokens", "cost", "seconds"]
+    print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)

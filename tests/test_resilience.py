@@ -1,0 +1,269 @@
+"""Long jobs against real-world servers: full `circuits explain` jobs driven through a FAKE
+OpenAI-compatible server that injects faults (tests/fault_server.py). The fake tests our handling of
+429s, 5xx, hangs, dropped connections and garbage; it is not an LLM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from explainer.accounting import CACHE_VERSION, ResponseCache
+from explainer.cli import main
+from explainer.store import Store
+from fault_server import FaultServer
+
+SECRET = "sk-test-SECRET-7f3a9c21"
+NODES = ["--node", "L0.mlp.neuron[0]", "--node", "L0.mlp.neuron[1]", "--node", "L0.mlp.neuron[2]"]
+SMALL = ["--window", "6", "--explain-windows", "1", "--score-windows", "1", "--calibrate-windows", "1",
+         "--explanations-per-node", "1", "--concurrency", "1", "--backoff", "0.05", "--timeout", "2"]
+
+
+def _args(db, run, server, prompts, *extra):
+    return ["--db", str(db), "explain", str(run), "--backend", "openai", "--base-url", server.base_url,
+            *NODES, *SMALL, "--prompts", str(prompts), *extra]
+
+
+def _run(db, run, server, prompts, *extra):
+    r = CliRunner().invoke(main, _args(db, run, server, prompts, *extra), env={"OPENAI_API_KEY": SECRET})
+    return r.exit_code, r.stdout, r.stderr
+
+
+def _rows(db) -> dict[str, list]:
+    """The results a job leaves, without timestamps and job ids (which differ between runs)."""
+    q = {
+        "explanations": "SELECT explanation_id, node_id, kind, candidate, selected, text, source_node_id, failure, "
+                        "calibration_slope, calibration_intercept FROM explanations ORDER BY ALL",
+        "simulations": "SELECT explanation_id, kind, rank, split, predicted, failure FROM simulations ORDER BY ALL",
+        "scores": "SELECT explanation_id, split, method, value, n_tokens FROM scores ORDER BY ALL",
+        "activation_records": "SELECT node_id, kind, rank, split, tokens, activations FROM activation_records ORDER BY ALL",
+    }
+    with Store.open(db, read_only=True) as s:
+        return {t: s.query(sql)[1] for t, sql in q.items()}
+
+
+def _one_error_line(err: str) -> bool:
+    """The user sees one line saying what is wrong (progress bars aside), never a traceback."""
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "|" not in ln]
+    return len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in err
+
+
+def _q(db, sql):
+    with Store.open(db, read_only=True) as s:
+        return s.query(sql)[1]
+
+
+@pytest.fixture
+def server():
+    with FaultServer(hang_seconds=20) as srv:
+        yield srv
+
+
+# ---- retries ------------------------------------------------------------------------------------
+
+
+def test_job_completes_through_every_kind_of_transient_fault_with_bounded_retries(tmp_path, tiny_run, server,
+                                                                                  small_prompts):
+    # The probe runs first (4 requests); then one of each fault hits the job's next requests, each
+    # followed by a normal answer (which the retry gets).
+    faults = ["429", "500", "503", "drop", "disconnect", "malformed-json", "truncated-logprobs", "missing-logprobs",
+              "hang"]
+    server.script(["ok"] * 4 + [x for f in faults for x in (f, "ok")])
+    code, _, err = _run(tmp_path / "c.duckdb", tiny_run, server, small_prompts, "--max-attempts", "3")
+    assert code == 0, err
+    assert "3 nodes explained, 0 already done, 0 failed" in err
+    scored = _q(tmp_path / "c.duckdb", "SELECT node_id, score FROM node_scores WHERE kind = 'llm'")
+    assert len(scored) == 3 and all(score is not None for _, score in scored)
+    # Retries are bounded: no request body was sent more than --max-attempts times.
+    bodies: dict[str, int] = {}
+    for r in server.requests:
+        key = json.dumps(r.body, sort_keys=True)
+        bodies[key] = bodies.get(key, 0) + 1
+    assert max(bodies.values()) <= 3
+    assert all(server.count(fault=f) == 1 for f in faults)
+    assert server.count(fault="hang") == 1  # the hung request was given up after --timeout and retried
+
+
+def test_retry_after_is_obeyed_and_4xx_is_not_retried(tmp_path, tiny_run, server, small_prompts):
+    server.script(["ok"] * 4 + ["429-retry-after:2"])
+    code, _, err = _run(tmp_path / "c.duckdb", tiny_run, server, small_prompts)
+    assert code == 0, err
+    first = next(i for i, r in enumerate(server.requests) if r.status == 429)
+    again = next(r for r in server.requests[first + 1:] if r.body == server.requests[first].body)
+    assert again.received - server.requests[first].received >= 2.0
+
+    # 401: one clear line naming the endpoint, not the key, and no retry.
+    server.reset()
+    server.add_rule("401")
+    code, _, err = _run(tmp_path / "d.duckdb", tiny_run, server, small_prompts, "--no-cache")
+    assert code == 1 and server.base_url in err and "OPENAI_API_KEY" in err and SECRET not in err
+    assert _one_error_line(err) and server.count() == 1
+
+
+def test_an_unanswerable_node_is_recorded_the_job_goes_on_and_retry_failed_redoes_only_it(
+        tmp_path, tiny_run, server, small_prompts):
+    db = tmp_path / "c.duckdb"
+    server.add_rule("500", kind="explain", times=2)  # the first node's explanation, on both attempts
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--max-attempts", "2")
+    assert code == 0, err
+    assert "3 nodes explained, 0 already done, 1 failed" in err and "--retry-failed" in err
+    failed = _q(db, "SELECT node_id, text, failure FROM explanations WHERE kind = 'llm' AND failure IS NOT NULL")
+    assert len(failed) == 1 and failed[0][1] is None and "HTTP 500" in failed[0][2]
+    assert _q(db, "SELECT count(*) FROM node_scores WHERE kind = 'llm' AND score IS NOT NULL")[0][0] == 2
+    (job,) = _q(db, "SELECT nodes_done, failures, request_errors FROM job_summary")
+    assert job == (3, 1, 1)
+
+    server.reset()
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--max-attempts", "2", "--retry-failed")
+    assert code == 0, err
+    assert "1 nodes explained, 2 already done, 0 failed" in err
+    assert server.count(kind="explain") == 1
+    assert _q(db, "SELECT count(*) FROM node_scores WHERE kind = 'llm' AND score IS NOT NULL")[0][0] == 3
+
+
+# ---- the cache --------------------------------------------------------------------------------------
+
+
+def test_the_cache_serves_a_rerun_with_zero_requests(tmp_path, tiny_run, server, small_prompts):
+    db = tmp_path / "c.duckdb"
+    code, _, err = _run(db, tiny_run, server, small_prompts)
+    assert code == 0, err
+    first = _rows(db)
+    assert server.count() > 0
+    with Store.open(db) as s:  # forget the results, keep the cache: the job must rebuild them for free
+        for t in ("scores", "simulations", "explanations"):
+            s.con.execute(f"DELETE FROM {t}")
+    server.reset()
+    code, _, err = _run(db, tiny_run, server, small_prompts)
+    assert code == 0, err
+    assert server.count() == 0
+    assert _rows(db) == first
+    jobs = _q(db, "SELECT requests, cache_hits, prompt_tokens FROM job_summary ORDER BY started_at")
+    assert jobs[1][0] == jobs[1][1] > 0 and jobs[0][2] > 0  # the rerun: every request a cache hit
+
+    server.reset()  # --no-cache asks again
+    with Store.open(db) as s:
+        for t in ("scores", "simulations", "explanations"):
+            s.con.execute(f"DELETE FROM {t}")
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--no-cache")
+    assert code == 0, err
+    assert server.count() > 0 and _rows(db) == first
+
+
+def test_a_cache_from_a_newer_version_is_refused_in_one_line(tmp_path, tiny_run, server, small_prompts):
+    db = tmp_path / "c.duckdb"
+    code, _, err = _run(db, tiny_run, server, small_prompts)
+    assert code == 0, err
+    with Store.open(db) as s:
+        s.con.execute("UPDATE llm_cache SET cache_version = ?", [CACHE_VERSION + 1])
+        s.con.execute("DELETE FROM explanations")
+    code, _, err = _run(db, tiny_run, server, small_prompts)
+    assert code == 1 and "newer version" in err and "--no-cache" in err and _one_error_line(err)
+
+
+# ---- kill and restart --------------------------------------------------------------------------------
+
+
+def _spawn(db, run, server, prompts, *extra) -> subprocess.Popen:
+    env = dict(os.environ, OPENAI_API_KEY=SECRET)
+    return subprocess.Popen([sys.executable, "-m", "explainer", *_args(db, run, server, prompts, *extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for_requests(server: FaultServer, proc: subprocess.Popen, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while server.count() < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the job made too few requests"
+        time.sleep(0.02)
+
+
+def test_sigkill_mid_job_then_restart_leaves_exactly_the_rows_of_a_clean_run(tmp_path, tiny_run, small_prompts):
+    with FaultServer(latency=0.05) as server:
+        clean = tmp_path / "clean.duckdb"
+        code, _, err = _run(clean, tiny_run, server, small_prompts)
+        assert code == 0, err
+        total = server.count()
+
+        for kill_at in (total // 3, (2 * total) // 3):  # mid-node, and during the shuffled controls
+            db = tmp_path / f"killed{kill_at}.duckdb"
+            server.reset()
+            proc = _spawn(db, tiny_run, server, small_prompts)
+            _wait_for_requests(server, proc, kill_at)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            code, _, err = _run(db, tiny_run, server, small_prompts)
+            assert code == 0, err
+            assert _rows(db) == _rows(clean)
+            assert server.count() <= total + 2  # answers from before the kill came from the cache
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_run, small_prompts):
+    with FaultServer(latency=0.05) as server:
+        db = tmp_path / "c.duckdb"
+        proc = _spawn(db, tiny_run, server, small_prompts)
+        _wait_for_requests(server, proc, 12)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 1 and "Traceback" not in err
+        assert "interrupted" in err and "run the same command again" in err
+        assert _q(db, "SELECT status FROM jobs") == [("interrupted",)]
+        code, _, err = _run(db, tiny_run, server, small_prompts)
+        assert code == 0, err and "already done" in err
+
+
+# ---- the key, accounting, bad input -------------------------------------------------------------------
+
+
+def test_the_api_key_is_sent_but_never_written_anywhere(tmp_path, tiny_run, small_prompts):
+    with FaultServer() as server:
+        server.script(["ok"] * 4 + ["500", "401"])  # errors too: their messages must not carry the key
+        db = tmp_path / "c.duckdb"
+        _run(db, tiny_run, server, small_prompts, "--max-attempts", "2")
+        code, out, err = _run(db, tiny_run, server, small_prompts)
+        proc = _spawn(tmp_path / "d.duckdb", tiny_run, server, small_prompts)
+        p_out, p_err = proc.communicate(timeout=120)
+        assert any(r.headers.get("authorization") == f"Bearer {SECRET}" for r in server.requests)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    for text in (out, err, p_out, p_err):
+        assert SECRET not in text
+
+
+def test_jobs_lists_tokens_cache_hits_and_cost(tmp_path, tiny_run, server, small_prompts):
+    db = tmp_path / "c.duckdb"
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"fake-fault-server": {"prompt_per_million": 1.0, "completion_per_million": 2.0}}))
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--prices", str(prices))
+    assert code == 0, err
+    r = CliRunner().invoke(main, ["--db", str(db), "jobs", "--json"])
+    (job,) = json.loads(r.stdout)
+    assert job["status"] == "finished" and job["nodes_done"] == 3 and job["failures"] == 0
+    assert job["requests"] == server.count(kind="explain") + server.count(kind="echo") - 1  # the probe's echo is not a job request
+    assert job["prompt_tokens"] > 0 and job["completion_tokens"] > 0
+    assert job["cost"] == pytest.approx((job["prompt_tokens"] * 1.0 + job["completion_tokens"] * 2.0) / 1e6)
+    per_explanation = _q(db, "SELECT e.kind, sum(r.prompt_tokens) FROM llm_requests r JOIN explanations e "
+                             "USING (explanation_id) GROUP BY ALL ORDER BY ALL")
+    assert [k for k, _ in per_explanation] == ["llm", "shuffled"] and all(t > 0 for _, t in per_explanation)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--concurrency", "0"], "--concurrency"),
+    (["--timeout", "-1"], "--timeout"),
+    (["--max-attempts", "0"], "--max-attempts"),
+    (["--prices", "PRICES"], "no price for model"),
+])
+def test_bad_input_is_one_line(tmp_path, tiny_run, server, small_prompts, args, needle):
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"gpt-4o-mini": {"prompt_per_million": 0.15, "completion_per_million": 0.6}}))
+    args = [str(prices) if a == "PRICES" else a for a in args]
+    code, _, err = _run(tmp_path / "c.duckdb", tiny_run, server, small_prompts, *args)
+    assert code == 1 and needle in err and _one_error_line(err)
