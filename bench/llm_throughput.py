@@ -1,0 +1,92 @@
+"""Explain-job throughput against an OpenAI-compatible server, by --concurrency, and a cached rerun.
+
+    python bench/llm_throughput.py [RUN] [--latency 0.5] [--server-slots 8] [--nodes 8]
+
+The server is the fake from tests/fault_server.py with a fixed latency per request and a fixed
+number of slots (like a GPU server's batch), so the numbers measure our client: how many requests
+it keeps in flight, and what a rerun costs when every answer is in the response cache. RUN is a
+trained run folder (default: a `tiny` model trained into a temporary folder first, ~20 s).
+Each concurrency runs the same job into a fresh database; the cached rerun deletes the results of
+the last one and runs it again. Prints seconds, requests per second and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", nargs="?")
+    ap.add_argument("--latency", type=float, default=0.5, help="seconds the server takes per request")
+    ap.add_argument("--server-slots", type=int, default=8, help="requests the server works on at once")
+    ap.add_argument("--nodes", type=int, default=8)
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    args = ap.parse_args()
+
+    from fault_server import FaultServer
+
+    from explainer.explain_jobs import ExplainSettings, explain_job
+    from explainer.llm import make_client
+    from explainer.store import Store
+
+    tmp = Path(tempfile.mkdtemp(prefix="llm_throughput_"))
+    run = args.run
+    if run is None:
+        from sparse_model.train import train
+        run = tmp / "tiny"
+        print("training a tiny model first ...", flush=True)
+        train(run, "tiny", progress=False, log=lambda s: None)
+    prompts = tmp / "prompts"
+    prompts.mkdir()
+    import json
+    ex = {"tokens": [" x", " =", " return", " x"], "activations": [0, 0, 9, 0]}
+    common = {"system": "Predict activations 0 to 9.", "scale": 9, "examples": [{"explanation": "return.", "record": ex}]}
+    for name in ("simulate", "simulate_text"):
+        (prompts / f"{name}.json").write_text(json.dumps(common))
+    (prompts / "explain.json").write_text(json.dumps({"system": "Explain.", "prefix": "the main thing this neuron does is find",
+                                                      "max_tokens": 20, "examples": []}))
+    nodes = [f"L0.mlp.neuron[{i}]" for i in range(args.nodes)]
+    settings = ExplainSettings(explanations_per_node=1, window=16, explain_windows=2, score_windows=2,
+                               calibrate_windows=2)
+
+    def job(db: Path, concurrency: int) -> tuple[float, int, int]:
+        client = make_client("openai", base_url=server.base_url, concurrency=concurrency)
+        with Store.open(db) as store:
+            t0 = time.perf_counter()
+            explain_job(store, run, client, nodes=nodes, settings=settings, progress=False, prompts_dir=prompts)
+            seconds = time.perf_counter() - t0
+        return seconds, client.usage.requests, client.usage.cache_hits
+
+    rows = []
+    with FaultServer(latency=args.latency, max_concurrent=args.server_slots) as server:
+        for c in args.concurrency:
+            db = tmp / f"c{c}.duckdb"
+            server.reset()
+            seconds, requests, _ = job(db, c)
+            rows.append((f"concurrency {c}", seconds, requests, server.count(), server.max_active))
+        with Store.open(db) as store:
+            for t in ("scores", "simulations", "explanations"):
+                store.con.execute(f"DELETE FROM {t}")
+        server.reset()
+        seconds, requests, hits = job(db, args.concurrency[-1])
+        rows.append((f"cached rerun (concurrency {args.concurrency[-1]})", seconds, requests, server.count(),
+                     server.max_active))
+
+    print(f"\n{args.nodes} nodes, server latency {args.latency:g} s, {args.server_slots} server slots")
+    print(f"{'run':<34} {'seconds':>8} {'job requests':>13} {'served':>7} {'max in flight':>14} {'req/s':>7} {'speed-up':>9}")
+    base = rows[0][1]
+    for name, seconds, requests, served, active in rows:
+        print(f"{name:<34} {seconds:8.2f} {requests:13d} {served:7d} {active:14d} {requests / seconds:7.1f} "
+              f"{base / seconds:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()
