@@ -57,12 +57,13 @@ class LLMRequestError(LLMError):
 
 
 def is_fatal(e: BaseException) -> bool:
-    """Errors that end a job (every later request would fail the same way): a refused key, an
-    unknown model or endpoint, a server nothing listens on, any other LLMError (bad set-up).
-    Others (an exhausted retry on 429/5xx/timeouts, a 400 for one request, unusable output) are
-    recorded as the failure of one explanation or simulation, and the job goes on."""
+    """Errors that end a job (every later request would fail the same way): a request the server
+    refuses as such (400), a refused key (401/403), an unknown model or endpoint (404), a server
+    nothing listens on, any other LLMError (bad set-up). Others (an exhausted retry on 429, 5xx,
+    timeouts, dropped connections; unusable output) are recorded as the failure of one explanation
+    or simulation, and the job goes on."""
     if isinstance(e, LLMRequestError):
-        return e.unreachable or e.status in (401, 403, 404)
+        return e.unreachable or e.status in (400, 401, 403, 404)
     return isinstance(e, LLMError)
 
 

@@ -74,7 +74,7 @@ def test_job_completes_through_every_kind_of_transient_fault_with_bounded_retrie
     # The probe runs first (4 requests); then one of each fault hits the job's next requests, each
     # followed by a normal answer (which the retry gets).
     faults = ["429", "500", "503", "drop", "disconnect", "malformed-json", "truncated-logprobs", "missing-logprobs",
-              "hang"]
+              "misaligned-text", "hang"]
     server.script(["ok"] * 4 + [x for f in faults for x in (f, "ok")])
     code, _, err = _run(tmp_path / "c.duckdb", tiny_run, server, small_prompts, "--max-attempts", "3")
     assert code == 0, err
@@ -126,6 +126,22 @@ def test_an_unanswerable_node_is_recorded_the_job_goes_on_and_retry_failed_redoe
     assert "1 nodes explained, 2 already done, 0 failed" in err
     assert server.count(kind="explain") == 1
     assert _q(db, "SELECT count(*) FROM node_scores WHERE kind = 'llm' AND score IS NOT NULL")[0][0] == 3
+
+
+def test_text_that_does_not_line_up_is_a_recorded_failure_with_its_raw_text(tmp_path, tiny_run, server,
+                                                                          small_prompts):
+    db = tmp_path / "c.duckdb"
+    server.add_rule("misaligned-text", kind="simulate-chat")  # every simulation reply misses a line
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--simulator", "text")
+    assert code == 0, err
+    assert "3 nodes explained, 0 already done, 3 failed" in err
+    sims = _q(db, "SELECT s.predicted, s.failure, s.raw_text FROM simulations s JOIN explanations e "
+                  "USING (explanation_id) WHERE e.kind = 'llm'")
+    assert sims and all(p is None and "line up" in f and raw.count("\t") == 5 for p, f, raw in sims)
+    assert _q(db, "SELECT count(*) FROM node_scores WHERE kind = 'llm' AND score IS NULL "
+                  "AND failure LIKE 'all 2 simulations failed%'")[0][0] == 3  # both score windows
+    # A reply that arrived but does not line up is not retried: one request per simulation.
+    assert server.count(kind="simulate-chat") == _q(db, "SELECT count(*) FROM simulations WHERE simulator = 'text'")[0][0]
 
 
 # ---- the cache --------------------------------------------------------------------------------------
