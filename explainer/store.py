@@ -357,6 +357,10 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
 
 
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
+
+
 def _check_is_duckdb(path: Path) -> None:
     """Refuse files that exist but are not DuckDB databases, before DuckDB touches them."""
     with open(path, "rb") as f:
@@ -757,6 +761,24 @@ class Store:
         """(split, method) -> value (None when undefined) for one explanation."""
         rows = self.con.execute("SELECT split, method, value FROM scores WHERE explanation_id = ?", [explanation_id])
         return {(split, method): value for split, method, value in rows.fetchall()}
+
+    # ---- export ---------------------------------------------------------------------------------
+
+    def export_parquet(self, folder: str | Path) -> list[tuple[str, int]]:
+        """Every table and view to `<folder>/<name>.parquet` (readable by DuckDB, pandas, Spark).
+        The folder must not exist or be empty, so no earlier export is mixed in. Returns (name, rows)."""
+        out = Path(folder)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UserError(f"{out} exists and is not an empty folder; export to a new folder")
+        names = [r[0] for r in self.con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' ORDER BY table_name").fetchall()]
+        out.mkdir(parents=True, exist_ok=True)
+        done = []
+        for name in names:
+            path = out / f"{name}.parquet"
+            self.con.execute(f"COPY (SELECT * FROM \"{name}\") TO '{_sql_string(str(path))}' (FORMAT PARQUET)")
+            done.append((name, self.con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]))
+        return done
 
     # ---- ad-hoc SQL --------------------------------------------------------------------------
 

@@ -33,12 +33,15 @@ def main() -> None:
 
     \b
     Start here:
+      circuits demo
       circuits train --preset demo --out runs/demo
       circuits models
       circuits sql "SELECT name, val_loss, n_nonzero FROM models"
     """
 
 
-from . import circuit_commands, explain_commands, model_commands, sql_commands  # noqa: E402  (commands register on `main`)
+from . import (circuit_commands, demo_commands, explain_commands, model_commands,  # noqa: E402
+               report_commands, sql_commands)  # (commands register on `main`)
 
-__all__ = ["main", "circuit_commands", "explain_commands", "model_commands", "sql_commands"]
+__all__ = ["main", "circuit_commands", "demo_commands", "explain_commands", "model_commands", "report_commands",
+           "sql_commands"]

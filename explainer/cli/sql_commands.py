@@ -1,4 +1,4 @@
-"""`circuits sql`: read-only SQL over the store."""
+"""`circuits sql` (read-only SQL over the store) and `circuits export`."""
 
 from __future__ import annotations
 
@@ -23,3 +23,20 @@ def sql_command(query, fmt):
     with open_store(read_only=True) as store:
         columns, rows = store.query(query)
     print_rows(columns, rows, fmt)
+
+
+@main.command("export")
+@click.option("--parquet", "folder", required=True, type=click.Path(), help="A new (or empty) folder for the files.")
+@output_options
+@db_option
+def export_command(folder, fmt):
+    """Write every table and view to Parquet, one file each, to share or query elsewhere.
+
+    \b
+    Example:
+      circuits export --parquet results/
+      duckdb -c "SELECT * FROM 'results/node_scores.parquet' LIMIT 5"
+    """
+    with open_store(read_only=True) as store:
+        rows = store.export_parquet(folder)
+    print_rows(["table", "rows"], rows, fmt)

@@ -1,0 +1,45 @@
+"""`circuits demo`: the whole method on the embedded defaults, in one command."""
+
+from __future__ import annotations
+
+import click
+
+from explainer.demo import DemoSettings, run_demo
+from sparse_model.prune import PruneSettings, check_target_loss
+
+from . import main
+from .common import db_option, open_store, output_options, print_rows
+
+_D = DemoSettings()
+
+
+@main.command("demo")
+@click.option("--out", default=_D.out, show_default=True, type=click.Path(file_okay=False),
+              help="Run folder of the demo model (reused if it is there).")
+@click.option("--report", default=_D.report, show_default=True, type=click.Path(dir_okay=False),
+              help="Where to write the HTML report.")
+@click.option("--preset", default=_D.preset, show_default=True, help="Model preset (standard: about 30 minutes).")
+@click.option("--target-loss", type=float, default=_D.target_loss, show_default=True,
+              help="Task loss that counts as learned and that circuits must reach (the 5-minute demo model reaches no task at 0.15).")
+@click.option("--task", "tasks", multiple=True, help="Prune and explain this task (repeatable). Default: every learned task.")
+@output_options
+@db_option
+def demo_command(out, report, preset, target_loss, tasks, fmt):
+    """Train the demo model, prune every task it learned, explain every circuit node with the
+    embedded LLM, write the HTML report and print a summary; about 15 minutes on 2 cores the first
+    time. Run it again and it reuses everything already done, even after an interruption.
+
+    \b
+    Example:
+      circuits demo
+      circuits sql "SELECT task, kind, avg(score) FROM node_scores GROUP BY ALL"
+    """
+    check_target_loss(target_loss)
+    settings = DemoSettings(out=out, report=report, preset=preset, tasks=tuple(tasks) or None, target_loss=target_loss,
+                            prune=PruneSettings(target_loss=target_loss))
+    with open_store() as store:
+        rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
+    cols = ["task", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss", "best_node",
+            "best_explanation", "score", "token_lookup_score"]
+    print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
+    click.echo(f"report: {report}", err=True)
