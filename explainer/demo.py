@@ -35,6 +35,9 @@ class DemoSettings:
     corpus: str | None = None  # default: this Python's standard library
     tasks: tuple[str, ...] | None = None  # None: every task the model learned (random-label control excluded)
     target_loss: float = DEMO_TARGET_LOSS
+    # The demo model's circuits have hundreds of nodes and the embedded LLM needs seconds per node,
+    # so the demo explains each circuit's highest-ranked nodes (None: all of them).
+    max_nodes_per_task: int | None = 40
     prune: PruneSettings = field(default_factory=lambda: PruneSettings(target_loss=DEMO_TARGET_LOSS))
     explain: ExplainSettings = field(default_factory=lambda: ExplainSettings(
         explanations_per_node=2, window=32, explain_windows=3, score_windows=3, calibrate_windows=3))
@@ -69,16 +72,30 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
         if _stored_circuit(store, model, task, s.prune.digest()) is None:
             prune_job(store, s.out, [task], s.prune, progress=progress)
 
-    with_nodes = [t for t in learned if any(c["task"] == t and c["n_nodes"] for c in store.list_circuits(model))]
-    log(f"[4/5] explaining every node of {len(with_nodes)} circuit(s) with the embedded LLM (nodes already done are skipped)")
-    if with_nodes:
-        explain_job(store, s.out, client or make_client("local"), tasks=with_nodes, settings=s.explain,
+    nodes = _nodes_to_explain(store, model, learned, s.prune.digest(), s.max_nodes_per_task)
+    limit = "every node" if s.max_nodes_per_task is None else f"the top {s.max_nodes_per_task} nodes by importance"
+    log(f"[4/5] explaining {limit} of each circuit ({len(nodes)} nodes) with the embedded LLM "
+        f"(nodes already done are skipped)")
+    if nodes:
+        explain_job(store, s.out, client or make_client("local"), nodes=nodes, settings=s.explain,
                     progress=progress, command="circuits demo")
 
     log(f"[5/5] writing the report to {s.report}")
     from .report import write_report
     write_report(store, s.report, model=model)
     return summary_rows(store, model, learned)
+
+
+def _nodes_to_explain(store: Store, model: str, tasks: list[str], digest: str, limit: int | None) -> list[str]:
+    """Node ids of the tasks' circuits (pruned with these settings), highest-ranked first, at most
+    `limit` per circuit."""
+    out: list[str] = []
+    for task in tasks:
+        circuit = _stored_circuit(store, model, task, digest)
+        if circuit is not None:
+            ids = [n["node_id"] for n in store.circuit_nodes(circuit["circuit_id"])]
+            out += ids if limit is None else ids[:limit]
+    return list(dict.fromkeys(out))
 
 
 def summary_rows(store: Store, model: str, tasks: list[str]) -> list[dict]:
@@ -99,7 +116,10 @@ def summary_rows(store: Store, model: str, tasks: list[str]) -> list[dict]:
             "WHERE l.model = ? AND l.task = ? AND l.kind = 'llm' AND l.score IS NOT NULL "
             "ORDER BY l.score DESC LIMIT 1", [model, task])
         name, text, score, lookup = best[0] if best else (None, None, None, None)
+        _, counted = store.query("SELECT count(DISTINCT node_id) FROM node_scores WHERE model = ? AND task = ? "
+                                 "AND kind = 'llm'", [model, task])
+        explained = counted[0][0]
         rows.append({"task": task, "unpruned_loss": full, "nodes": n_nodes, "edges": n_edges,
-                     "sufficiency_loss": suff, "necessity_loss": nec, "best_node": name, "best_explanation": text,
+                     "sufficiency_loss": suff, "necessity_loss": nec, "explained": explained, "best_node": name, "best_explanation": text,
                      "score": score, "token_lookup_score": lookup})
     return rows

@@ -21,7 +21,7 @@ from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
 
 SMALL = ["--window", "12", "--explain-windows", "2", "--score-windows", "1", "--calibrate-windows", "1",
-         "--explanations-per-node", "2"]
+         "--explanations-per-node", "2", "--simulator", "all_at_once"]  # SmolLM2 simulates too (not the default)
 
 
 def _cli(db, *args):

@@ -22,12 +22,15 @@ _D = DemoSettings()
 @click.option("--target-loss", type=float, default=_D.target_loss, show_default=True,
               help="Task loss that counts as learned and that circuits must reach (the 5-minute demo model reaches no task at 0.15).")
 @click.option("--task", "tasks", multiple=True, help="Prune and explain this task (repeatable). Default: every learned task.")
+@click.option("--max-nodes", type=int, default=_D.max_nodes_per_task, show_default=True,
+              help="Explain at most this many nodes per circuit, highest-ranked first (0: all).")
 @output_options
 @db_option
-def demo_command(out, report, preset, target_loss, tasks, fmt):
-    """Train the demo model, prune every task it learned, explain every circuit node with the
-    embedded LLM, write the HTML report and print a summary; about 15 minutes on 2 cores the first
-    time. Run it again and it reuses everything already done, even after an interruption.
+def demo_command(out, report, preset, target_loss, tasks, max_nodes, fmt):
+    """Train the demo model, prune every task it learned, explain the circuit nodes with the
+    embedded LLM (the 40 highest-ranked per circuit by default; --max-nodes 0 for all), write the
+    HTML report and print a summary; about 15 minutes on 2 cores the first time. Run it again and it
+    reuses everything already done, even after an interruption.
 
     \b
     Example:
@@ -36,10 +39,10 @@ def demo_command(out, report, preset, target_loss, tasks, fmt):
     """
     check_target_loss(target_loss)
     settings = DemoSettings(out=out, report=report, preset=preset, tasks=tuple(tasks) or None, target_loss=target_loss,
-                            prune=PruneSettings(target_loss=target_loss))
+                            prune=PruneSettings(target_loss=target_loss), max_nodes_per_task=max_nodes or None)
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
-    cols = ["task", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss", "best_node",
+    cols = ["task", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss", "explained", "best_node",
             "best_explanation", "score", "token_lookup_score"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
     click.echo(f"report: {report}", err=True)
