@@ -85,3 +85,12 @@ def test_export_writes_every_table_to_parquet_and_refuses_a_non_empty_folder(dem
 def test_demo_bad_target_loss_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["--db", str(tmp_path / "c.duckdb"), "demo", "--target-loss", "0.9"])
     assert r.exit_code == 1 and "outside" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_db_option_works_after_the_command_too(tmp_path):
+    db = tmp_path / "after.duckdb"
+    Store.open(db).close()
+    r = CliRunner().invoke(main, ["sql", "SELECT count(*) AS n FROM models", "--db", str(db), "--json"])
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(main, ["sql", "SELECT 1", "--db", str(tmp_path / "missing.duckdb")])
+    assert r.exit_code == 1 and "missing.duckdb" in r.stderr

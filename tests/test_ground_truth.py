@@ -1,0 +1,92 @@
+"""Rule neurons produce the activations their definitions say (hand-checked on a small token list)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from explainer.ground_truth import (CODE, COMMENT, HELD_OUT, RULES, RULES_LIST, STR_BODY, STR_CLOSE, STR_OPEN,
+                                    TRAINING, annotate_tokens, lex, resolve_rules, rule_activations,
+                                    wrong_explanations)
+from sparse_model.errors import UserError
+
+TOKENS = ["class", " A", ":\n", "    ", " def", " f", "(", "self", ",", " x", "=", "None", "):\n",  # 0..12
+          "        ", " return", " self", ".", "g", "(", "x", ",", " '", "a", "'", ")", "  # done", "\n",  # 13..26
+          "x", " =", " 12", "\n"]  # 27..30
+
+
+def fires(rule: str) -> dict[int, float]:
+    acts = RULES[rule].fn(annotate_tokens(TOKENS))
+    assert acts.shape == (len(TOKENS),)
+    return {i: float(a) for i, a in enumerate(acts) if a != 0}
+
+
+def test_token_identity_rules():
+    assert fires("self") == {7: 1.0, 15: 1.0}
+    assert fires("return_keyword") == {14: 1.0}
+    assert fires("digits") == {29: 1.0}
+    assert fires("constants") == {11: 1.0}
+    assert fires("assign") == {10: 1.0, 28: 1.0}
+    assert fires("import") == {} and fires("if_keywords") == {}
+
+
+def test_syntax_position_rules():
+    assert fires("after_return") == {15: 1.0}
+    assert fires("close_quote") == {23: 1.0}  # the opening quote (21) does not fire
+    assert fires("in_string") == {22: 1.0}
+    assert fires("comment") == {25: 1.0}
+    assert fires("attribute") == {17: 1.0}
+    assert fires("def_header") == {i: 1.0 for i in range(4, 13)}  # from def to the header's colon
+    assert fires("line_start") == {0: 1.0, 4: 1.0, 14: 1.0, 27: 1.0}
+
+
+def test_graded_rules():
+    # bracket depth: inside f( ... ) and g( ... ); the brackets themselves sit outside
+    assert fires("nesting_depth") == {**{i: 1.0 for i in range(7, 12)}, **{i: 1.0 for i in range(19, 24)}}
+    # indentation level (4 columns each) of every non-space token that is not string or comment text
+    expected = {i: 1.0 for i in range(4, 13)}
+    expected.update({i: 2.0 for i in range(14, 25) if i != 22})
+    assert fires("indentation") == expected
+    # return at 1, then halving on each following token of its line
+    got = fires("return_line")
+    assert got[14] == 1.0 and got[15] == 0.5 and got[16] == 0.25 and got[17] == 0.125
+    assert set(got) == set(range(14, 26))
+
+
+def test_lexer_strings_comments_and_depth():
+    text = 'x = ("a#b", \'\'\'q\n"\'\'\')  # c\n'
+    kind, depth = lex(text)
+    assert kind[text.index('"a')] == STR_OPEN and kind[text.index("#b")] == STR_BODY  # a # inside a string
+    assert kind[text.index('",')] == STR_CLOSE
+    assert kind[text.index("'''")] == STR_OPEN and kind[text.index("q")] == STR_BODY
+    assert kind[text.index("# c")] == COMMENT and kind[0] == CODE
+    assert depth[text.index("(")] == 0 and depth[text.index('"a')] == 1 and depth[text.index(")")] == 0
+    escaped, _ = lex(r"'a\'b' + c")
+    assert escaped[5] == STR_CLOSE and escaped[7] != STR_BODY
+
+
+def test_string_state_carries_across_tokens_but_not_files():
+    toks = ['"""', "doc", " x", '"""', "\n", "<|endoftext|>", "doc", " x"]
+    ann = annotate_tokens(toks)
+    assert ann.string.tolist() == [False, True, True, False, False, False, False, False]
+    assert ann.close_quote[3] and ann.open_quote[0] and ann.code[6]
+
+
+def test_suite_shape():
+    assert len(RULES_LIST) >= 12
+    assert {r.kind for r in RULES_LIST} == {"token identity", "syntax position", "graded"}
+    assert not set(TRAINING) & set(HELD_OUT) and set(TRAINING) | set(HELD_OUT) == set(RULES)
+    for rule in RULES_LIST:
+        wrong = wrong_explanations(rule)
+        assert len(wrong) >= 4 and rule.explanation not in wrong and len(set(wrong)) == len(wrong)
+    # every rule whose explanation a worked example of the simulate prompt shows is a training rule
+    assert {"return_keyword", "after_return", "close_quote", "nesting_depth"} <= set(TRAINING)
+
+
+def test_rule_activations_cut_windows_and_bad_names():
+    ann = annotate_tokens(TOKENS)
+    acts = rule_activations(RULES["self"], ann, np.array([4, 12]), 4)
+    assert acts.shape == (2, 4) and acts[0].tolist() == [0, 0, 0, 1] and acts[1].tolist() == [0, 0, 0, 1]
+    assert [r.name for r in resolve_rules(["self", "self"])] == ["self"]
+    with pytest.raises(UserError, match="unknown rule 'nope'"):
+        resolve_rules(["nope"])
