@@ -32,6 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from fault_server import FaultServer
+    from prompt_files import write_small_prompts
 
     from explainer.explain_jobs import ExplainSettings, explain_job
     from explainer.llm import make_client
@@ -44,15 +45,7 @@ def main() -> None:
         run = tmp / "tiny"
         print("training a tiny model first ...", flush=True)
         train(run, "tiny", progress=False, log=lambda s: None)
-    prompts = tmp / "prompts"
-    prompts.mkdir()
-    import json
-    ex = {"tokens": [" x", " =", " return", " x"], "activations": [0, 0, 9, 0]}
-    common = {"system": "Predict activations 0 to 9.", "scale": 9, "examples": [{"explanation": "return.", "record": ex}]}
-    for name in ("simulate", "simulate_text"):
-        (prompts / f"{name}.json").write_text(json.dumps(common))
-    (prompts / "explain.json").write_text(json.dumps({"system": "Explain.", "prefix": "the main thing this neuron does is find",
-                                                      "max_tokens": 20, "examples": []}))
+    prompts = write_small_prompts(tmp / "prompts")
     nodes = [f"L0.mlp.neuron[{i}]" for i in range(args.nodes)]
     settings = ExplainSettings(explanations_per_node=1, window=16, explain_windows=2, score_windows=2,
                                calibrate_windows=2)

@@ -132,14 +132,8 @@ def ensure_records(store: Store, run: LoadedRun, node_ids: Sequence[str], window
     """Capture, sample, split and store the records of every node that has none (or has windows of
     another length), reading all those nodes in one pass over the validation text. Returns the
     number of nodes captured."""
-    have = store.nodes_with_records(run.name)
-    todo = []
-    for nid in node_ids:
-        if nid in have:
-            first = store.activation_records(nid)[:1]
-            if first and len(first[0]["tokens"]) == window:
-                continue
-        todo.append(nid)
+    have = store.record_windows(run.name)
+    todo = [nid for nid in node_ids if have.get(nid) != window]
     if not todo:
         return 0
     val = np.load(run.run_dir / "tokens_val.npy", mmap_mode="r")
@@ -210,6 +204,18 @@ def _sim_rows(recs: list[_Rec], sims: list[Simulation], simulator: str) -> list[
              "failure": s.failure, "raw_text": s.raw_text} for r, s in zip(recs, sims)]
 
 
+def _calibrated_item(row: dict, recs: dict[str, list[_Rec]], cal: list[Simulation], test: list[Simulation],
+                     simulator: str) -> tuple[dict, list, list]:
+    """One explanation as stored: a calibration fitted on its calibrate simulations, its scores on
+    both splits (r² and absolute deviation on the score split, calibrated) and its simulation rows."""
+    cal_preds, test_preds = [s.predicted for s in cal], [s.predicted for s in test]
+    calib = _calibration(recs["calibrate"], cal_preds)
+    row.update(calibration_slope=calib[0] if calib else None, calibration_intercept=calib[1] if calib else None)
+    scores = _score_split(recs["calibrate"], cal_preds, "calibrate", None) + \
+        _score_split(recs["score"], test_preds, "score", calib)
+    return row, _sim_rows(recs["calibrate"], cal, simulator) + _sim_rows(recs["score"], test, simulator), scores
+
+
 def _failure(sims: list[Simulation]) -> str | None:
     failed = [s for s in sims if s.predicted is None]
     if failed and len(failed) == len(sims):
@@ -258,14 +264,8 @@ class _Job:
         with working_on(row["explanation_id"], row["node_id"]):
             cal = calibrate_sims if calibrate_sims is not None else await self._simulate(text, recs["calibrate"])
             test = await self._simulate(text, recs["score"])
-        cal_preds, test_preds = [s.predicted for s in cal], [s.predicted for s in test]
-        calib = _calibration(recs["calibrate"], cal_preds)
-        row.update(calibration_slope=calib[0] if calib else None, calibration_intercept=calib[1] if calib else None,
-                   failure=_failure(test))
-        scores = _score_split(recs["calibrate"], cal_preds, "calibrate", None) + \
-            _score_split(recs["score"], test_preds, "score", calib)
-        sims = _sim_rows(recs["calibrate"], cal, self.simulator.method) + _sim_rows(recs["score"], test, self.simulator.method)
-        return row, sims, scores
+        row["failure"] = _failure(test)
+        return _calibrated_item(row, recs, cal, test, self.simulator.method)
 
     async def explain_node(self, nid: str) -> float | None:
         """Explain one node (best of k), add the token-lookup baseline, commit both; returns the test score."""
@@ -306,13 +306,7 @@ class _Job:
         sims = {split: [Simulation([float(x) for x in p]) for p in (preds[split] or [])] or
                 [Simulation(None, failure="no explanation windows") for _ in recs[split]] for split in preds}
         row = self._row(nid, TOKEN_LOOKUP, text="each token's mean activation over the explanation windows")
-        cal_preds, test_preds = [s.predicted for s in sims["calibrate"]], [s.predicted for s in sims["score"]]
-        calib = _calibration(recs["calibrate"], cal_preds)
-        row.update(calibration_slope=calib[0] if calib else None, calibration_intercept=calib[1] if calib else None)
-        scores = _score_split(recs["calibrate"], cal_preds, "calibrate", None) + \
-            _score_split(recs["score"], test_preds, "score", calib)
-        return row, _sim_rows(recs["calibrate"], sims["calibrate"], TOKEN_LOOKUP) + \
-            _sim_rows(recs["score"], sims["score"], TOKEN_LOOKUP), scores
+        return _calibrated_item(row, recs, sims["calibrate"], sims["score"], TOKEN_LOOKUP)
 
     async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:
         recs = _node_records(self.store, nid, self.s)

@@ -49,6 +49,7 @@ from typing import Any, Iterable, Sequence
 
 from sparse_model.errors import UserError
 
+from .scoring import correlation
 from .store import Store
 
 KINDS = ("llm", "token_lookup", "shuffled")
@@ -149,18 +150,6 @@ def _show_token(tok: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
-
-
-def _pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
-    n = min(len(a), len(b))
-    if n < 2:
-        return None
-    ma, mb = sum(a[:n]) / n, sum(b[:n]) / n
-    sa = sum((x - ma) ** 2 for x in a[:n])
-    sb = sum((y - mb) ** 2 for y in b[:n])
-    if sa <= 0 or sb <= 0:
-        return None
-    return sum((x - ma) * (y - mb) for x, y in zip(a[:n], b[:n])) / math.sqrt(sa * sb)
 
 
 def _rows(store: Store, sql: str, params: list | None = None) -> list[dict]:
@@ -393,7 +382,8 @@ def _heat_row(tokens: Sequence[str], values: Sequence[float] | None, scale: floa
 
 def _window_html(w: dict, act_scale: float, sim_scale: float) -> str:
     tokens, acts, pred = w["tokens"] or [], w["activations"] or [], w.get("predicted")
-    r = _pearson(acts, pred) if pred else None
+    n = min(len(acts), len(pred or []))
+    r = correlation(acts[:n], pred[:n]) if pred else None
     head = (f'<div class="winhead">{esc(w["kind"])} window #{esc(w["rank"])} · max activation '
             f'{_num(max(acts) if acts else None, 3)}' + (f" · window correlation {_num(r, 3)}" if pred else "") + "</div>")
 

@@ -648,10 +648,12 @@ class Store:
                 " ELSE 3 END, kind, rank")
         return _rows_as_dicts(self.con.execute(sql, [node_id, split] if split else [node_id]))
 
-    def nodes_with_records(self, model: str) -> set[str]:
-        """Node ids of `model` that already have activation records (so a rerun can skip them)."""
-        rows = self.con.execute("SELECT DISTINCT node_id FROM activation_records WHERE model = ?", [model])
-        return {r[0] for r in rows.fetchall()}
+    def record_windows(self, model: str) -> dict[str, int]:
+        """Node id -> tokens per record, for the nodes of `model` that already have activation records
+        (so a rerun skips them unless it asks for another window length)."""
+        rows = self.con.execute("SELECT node_id, min(len(tokens)) FROM activation_records WHERE model = ? "
+                                "GROUP BY node_id", [model])
+        return dict(rows.fetchall())
 
     def save_explanation(self, explanation: dict, simulations: list[dict], scores: list[dict]) -> None:
         """Insert one explanation with its simulations and scores, replacing any with the same id."""

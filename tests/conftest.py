@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from llama_server import server_available, skip_or_fail, start_llama_server
+from prompt_files import write_small_prompts
 
 from sparse_model.corpus import default_corpus_dir
 
@@ -53,19 +54,5 @@ def embedded_llm():
 
 @pytest.fixture(scope="session")
 def small_prompts(tmp_path_factory) -> Path:
-    """Prompt files with one tiny worked example each, for jobs against servers: llama_cpp.server
-    scores echoed prompts at about 60 ms per token, so the package's full few-shot prompts would make
-    a test take minutes. The explain prompt has no worked example (SmolLM2 would copy it, which is
-    refused as a failure)."""
-    import json
-
-    folder = tmp_path_factory.mktemp("prompts")
-    ex = {"tokens": [" x", " =", " return", " x"], "activations": [0, 0, 9, 0]}
-    common = {"system": "Predict how strongly a neuron fires on each token, 0 to 9.", "scale": 9, "unknown_fraction": 0.5,
-              "examples": [{"explanation": "the keyword return.", "record": ex}]}
-    (folder / "simulate.json").write_text(json.dumps(common))
-    (folder / "simulate_text.json").write_text(json.dumps(common))
-    (folder / "explain.json").write_text(json.dumps({
-        "system": "Say what the neuron fires on.", "prefix": "the main thing this neuron does is find", "max_tokens": 20,
-        "examples": []}))
-    return folder
+    """Prompt files with one tiny worked example each (see `prompt_files.write_small_prompts`)."""
+    return write_small_prompts(tmp_path_factory.mktemp("prompts"))

@@ -83,8 +83,8 @@ def test_records_roundtrip_and_replace_per_node(tmp_path):
             assert r["activations"] == record()["activations"]
             assert r["model"] == M and r["sample_seed"] == 7 and r["created_at"] is not None
         assert [r["kind"] for r in s.activation_records(nid(1), split="score")] == ["quantile"]
-        assert s.nodes_with_records(M) == {nid(1), nid(2)}
-        assert s.nodes_with_records("other") == set()
+        assert s.record_windows(M) == {nid(1): len(record()["tokens"]), nid(2): len(record()["tokens"])}
+        assert s.record_windows("other") == {}
     with Store.open(db) as s:
         s.save_activation_records(M, nid(1), [record("random", 5, "holdout")])
         assert [(r["kind"], r["rank"]) for r in s.activation_records(nid(1))] == [("random", 5)]
