@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explainer.evaluation import EvalSettings, SuiteData, run_suite  # noqa: E402
-from explainer.simulate_embedding import Embedder, EmbeddingSimulator, _load_model  # noqa: E402
+from explainer.simulators.embedding import Embedder, EmbeddingSimulator, _load_model  # noqa: E402
 
 LLM_SETTINGS = EvalSettings(window=32, score_windows=2, seeds=(0,))
 EMBEDDING_SETTINGS = EvalSettings(window=64, score_windows=5, seeds=(0, 1, 2))
@@ -32,10 +32,10 @@ EMBEDDING_SETTINGS = EvalSettings(window=64, score_windows=5, seeds=(0, 1, 2))
 def _llm(prompt_name: str):
     def make():
         from explainer.llm import make_client
-        from explainer.simulate import Simulator
+        from explainer.simulators import make_simulator
 
         client = make_client("local")
-        return Simulator(client, "all_at_once", prompt_name=prompt_name), client
+        return make_simulator(client, "all_at_once", prompt_name=prompt_name), client
     return make
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     from fault_server import FaultServer
     from prompt_files import write_small_prompts
 
-    from explainer.explain_jobs import ExplainSettings, explain_job
+    from explainer.jobs.explain import ExplainSettings, explain_job
     from explainer.llm import make_client
     from explainer.store import Store
 

@@ -42,7 +42,7 @@ def main() -> None:
     import llama_cpp
 
     from explainer.llm import PromptLogprobsRequest
-    from explainer.llm_local import N_CTX, LocalBackend, default_model_path
+    from explainer.llm.local import N_CTX, LocalBackend, default_model_path
     from explainer.prompts import all_at_once_prompt, load_prompt
 
     prompt = load_prompt("simulate")

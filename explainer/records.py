@@ -1,4 +1,4 @@
-"""Activation records: which text windows a node is explained and scored on (REFERENCE §2, "Data").
+"""Activation records: which text windows a node is explained and scored on (docs/method.md, "Activation records").
 
 An activation record is one window of held-out text (the validation token split) with one
 activation per token for one node. Three steps, each a plain function:
@@ -25,11 +25,15 @@ import numpy as np
 import torch
 
 from sparse_model.errors import UserError
-from sparse_model.model import SparseGPT, node_locations, node_name
+from sparse_model.model import SparseGPT, node_locations
+from sparse_model.nodes import Node
 from sparse_model.tokenizer import token_strings
 
-KINDS = ("top", "random", "quantile")
-SPLITS = ("explain", "score", "calibrate", "holdout")
+SAMPLINGS = ("top", "random", "quantile")  # how a record's window was picked
+# The splits a node's records are dealt into: shown to the explainer; used to calibrate and to pick
+# the best of k candidates; used to score (the held-out score); kept for later analyses.
+EXPLAIN, CALIBRATE, SCORE, HOLDOUT = "explain", "calibrate", "score", "holdout"
+SPLITS = (EXPLAIN, SCORE, CALIBRATE, HOLDOUT)
 
 DEFAULT_WINDOW = 64  # tokens per window, as in the paper
 MAX_WINDOWS = 1024  # windows captured by default (64k tokens), spread over the whole split
@@ -43,14 +47,14 @@ N_PER_QUANTILE_BIN = 4
 class ActivationRecord:
     """One text window and one node's activation at each of its tokens.
 
-    kind: "top" (rank 0 = the window with the largest maximum), "random" (rank = draw order) or
+    sampling: "top" (rank 0 = the window with the largest maximum), "random" (rank = draw order) or
     "quantile" (rank = bin·per_bin + i, bin 0 the lowest maxima, i by window order). start: the window's offset in
     the token array it was cut from, so every record can be traced back to its text.
     """
 
     tokens: list[str]
     activations: list[float]
-    kind: str
+    sampling: str
     rank: int
     start: int
 
@@ -117,7 +121,7 @@ def capture_activations(model: SparseGPT, tokens: np.ndarray, nodes: Sequence[tu
         if loc not in locs:
             raise UserError(f"unknown node location {loc!r}; known: {', '.join(locs)}")
         if not 0 <= idx < locs[loc]:
-            raise UserError(f"node {node_name(loc, idx)} is out of range: {loc} has {locs[loc]} units")
+            raise UserError(f"node {Node(loc, idx).name} is out of range: {loc} has {locs[loc]} units")
         rows, units = by_loc.setdefault(loc, ([], []))
         rows.append(row)
         units.append(int(idx))
@@ -178,7 +182,7 @@ def sample_records(acts_for_node: np.ndarray, window_starts: np.ndarray, token_a
                    tokenizer: Any, n_top: int = N_TOP, n_random: int = N_RANDOM,
                    n_quantile: int = N_QUANTILE_BINS * N_PER_QUANTILE_BIN,
                    n_quantile_bins: int = N_QUANTILE_BINS, seed: int = 0) -> dict[str, list[ActivationRecord]]:
-    """One node's records, by kind. No window is picked twice across kinds.
+    """One node's records, by sampling. No window is picked twice across samplings.
 
     acts_for_node: (n_windows, window), one row of `capture_activations`; window_starts: its
     starts; tokenizer: a `tokenizers.Tokenizer` or a `token_table`.
@@ -217,13 +221,13 @@ def sample_records(acts_for_node: np.ndarray, window_starts: np.ndarray, token_a
             picked = np.sort(rng.choice(bin_windows, size=per_bin, replace=False))  # keep window order in a bin
             quantile.extend(int(w) for w in picked)
 
-    def make(kind: str, windows) -> list[ActivationRecord]:
+    def make(sampling: str, windows) -> list[ActivationRecord]:
         recs = []
         for rank, w in enumerate(windows):
             s = int(starts[w])
             recs.append(ActivationRecord(tokens=decode(token_array[s:s + window]),
                                          activations=[float(a) for a in acts[w]],
-                                         kind=kind, rank=rank, start=s))
+                                         sampling=sampling, rank=rank, start=s))
         return recs
 
     return {"top": make("top", top), "random": make("random", random), "quantile": make("quantile", quantile)}
@@ -231,7 +235,7 @@ def sample_records(acts_for_node: np.ndarray, window_starts: np.ndarray, token_a
 
 # ---- 3. split --------------------------------------------------------------------------------
 
-# The deal, repeated over consecutive blocks of ranks (REFERENCE §2: interleaved splits).
+# The deal, repeated over consecutive blocks of ranks (docs/method.md, "Activation records").
 TOP_PATTERN = ("explain", "score", "explain", "calibrate")
 RANDOM_PATTERN = ("score", "calibrate")
 
@@ -257,7 +261,7 @@ def split_records(records: dict[str, list[ActivationRecord]],
     Random records, by rank, in blocks of two: score, calibrate. Random windows are never
     explained on (the paper explains on top windows only).
     "score" holds top and random 1:1 (the paper's top-and-random scoring): the surplus of
-    whichever kind is longer moves to "calibrate" (so with the defaults, 40 top + 20 random:
+    whichever sampling is longer moves to "calibrate" (so with the defaults, 40 top + 20 random:
     explain 20 top; score 10 top + 10 random; calibrate 10 top + 10 random).
     "holdout" holds the quantile records, used by neither explanation nor score by default (for
     later analyses over the whole range of activations).
@@ -276,7 +280,7 @@ def split_records(records: dict[str, list[ActivationRecord]],
     n_pairs = min(len(top["score"]), len(rand["score"]))
     score = top["score"][:n_pairs] + rand["score"][:n_pairs]
     calibrate = top["calibrate"] + top["score"][n_pairs:] + rand["calibrate"] + rand["score"][n_pairs:]
-    calibrate.sort(key=lambda r: (r.kind != "top", r.rank))
+    calibrate.sort(key=lambda r: (r.sampling != "top", r.rank))
     holdout = sorted(records.get("quantile", []), key=lambda r: r.rank)
 
     seen: set[int] = set()

@@ -14,6 +14,7 @@ NULL: never 0 and never NaN. Non-finite inputs are a bug upstream and raise `Val
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -213,6 +214,12 @@ def token_lookup_predictions(explain_records: Sequence[Any], score_records: Sequ
     return out
 
 
+def mean_defined(values: Sequence[float | None]) -> float | None:
+    """Mean of the defined values (None left out); None if none is defined."""
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
 # ---- comparing explanations ------------------------------------------------------------------
 
 
@@ -229,6 +236,40 @@ def auroc(scores_pos: ArrayLike, scores_neg: ArrayLike) -> float | None:
 
 
 # ---- everything at once ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """The scores of one explanation on one split of windows (None where undefined).
+
+    correlation is the headline score; r_squared and absolute_deviation_explained exist only when
+    the predictions were calibrated (see `score_summary`). n_tokens: the tokens scored."""
+
+    correlation: float | None
+    mean_window_correlation: float | None
+    r_squared: float | None
+    absolute_deviation_explained: float | None
+    n_tokens: int
+
+
+def score_windows(true_records: Windows, pred_records: Sequence[ArrayLike | None],
+                  calib: tuple[float, float] | None = None) -> SplitScore:
+    """`score_summary` over the windows that have a prediction (a failed simulation, None, is
+    left out rather than counted as zeros)."""
+    ok = [(np.asarray(t, dtype=np.float64), np.asarray(p, dtype=np.float64))
+          for t, p in zip(true_records, pred_records) if p is not None]
+    summary = score_summary([t for t, _ in ok], [p for _, p in ok], calib)
+    return SplitScore(summary["pooled_correlation"], summary["mean_window_correlation"], summary.get("r_squared"),
+                      summary.get("absolute_deviation_explained"), int(sum(t.size for t, _ in ok)))
+
+
+def calibration_of(true_records: Windows, pred_records: Sequence[ArrayLike | None]) -> tuple[float, float] | None:
+    """`fit_calibration` over the windows that have a prediction; None if none has."""
+    ok = [(t, p) for t, p in zip(true_records, pred_records) if p is not None]
+    if not ok:
+        return None
+    return fit_calibration(np.concatenate([np.asarray(p, dtype=np.float64) for _, p in ok]),
+                           np.concatenate([np.asarray(t, dtype=np.float64) for t, _ in ok]))
 
 
 def score_summary(true_records: Windows, pred_records: Windows,

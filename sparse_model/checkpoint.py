@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -31,6 +32,60 @@ from .model import ModelConfig, SparseGPT
 RUN_FILE = "run.json"
 CHECKPOINT_FILE = "checkpoint.json"
 TOKENIZER_FILE = "tokenizer.json"
+TRAIN_TOKENS_FILE = "tokens_train.npy"
+VAL_TOKENS_FILE = "tokens_val.npy"
+
+
+class RunFile(BaseModel):
+    """run.json: what a run is. Written once by `train`; its model and train sections are the
+    configs' `to_dict()` (checked field by field when the run is loaded)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    preset: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    corpus: dict[str, Any]
+
+
+class CheckpointFile(BaseModel):
+    """checkpoint.json: the current checkpoint of a run."""
+
+    model_config = ConfigDict(extra="allow")
+
+    step: int
+    model_file: str
+    model_sha256: str | None = None
+    optimizer_file: str | None = None
+    optimizer_sha256: str | None = None
+    optimizer_meta: dict[str, Any] | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    tokens_seen: int | None = None
+
+
+def _validated(model: type[BaseModel], data: Any, path: Path, what: str) -> dict:
+    """`data` checked against `model`; a bad field is one UserError naming the file and the field."""
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise UserError(f"{what} {path} is invalid: {field}: {err['msg']}; delete the run folder and train again") from None
+    return data
+
+
+def read_run_file(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_FILE
+    data = _validated(RunFile, read_json(path, "run file"), path, "run file")
+    try:
+        TypeAdapter(ModelConfig).validate_python(data["model"])
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise UserError(f"run file {path} is invalid: model.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}; "
+                        f"delete the run folder and train again") from None
+    return data
 
 
 def sha256_file(path: Path) -> str:
@@ -122,7 +177,7 @@ def save_checkpoint(run_dir: Path, model: SparseGPT, opt: torch.optim.Optimizer 
 
 def read_checkpoint_state(run_dir: Path) -> dict | None:
     path = Path(run_dir) / CHECKPOINT_FILE
-    return read_json(path, "checkpoint") if path.exists() else None
+    return _validated(CheckpointFile, read_json(path, "checkpoint"), path, "checkpoint") if path.exists() else None
 
 
 def load_model(run_dir: Path | str) -> tuple[SparseGPT, dict, dict]:
@@ -130,7 +185,7 @@ def load_model(run_dir: Path | str) -> tuple[SparseGPT, dict, dict]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run folder {run_dir} does not exist; train one with `circuits train --out {run_dir}`")
-    run = read_json(run_dir / RUN_FILE, "run file")
+    run = read_run_file(run_dir)
     state = read_checkpoint_state(run_dir)
     if state is None:
         raise UserError(f"run {run_dir} has no checkpoint yet; finish it with `circuits train --out {run_dir}`")

@@ -81,18 +81,6 @@ def node_locations(config: ModelConfig) -> dict[str, int]:
     return locs
 
 
-def node_name(location: str, index: int) -> str:
-    return f"{location}[{index}]"
-
-
-def parse_node_name(name: str) -> tuple[str, int]:
-    """`L1.mlp.neuron[37]` -> ("L1.mlp.neuron", 37)."""
-    if not name.endswith("]") or "[" not in name:
-        raise ValueError(f"not a node name: {name!r} (expected location[index], e.g. L0.mlp.neuron[3])")
-    location, index = name[:-1].split("[", 1)
-    return location, int(index)
-
-
 def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
     """Keep the ceil(frac * width) largest-magnitude entries of the last dimension, zero the rest."""
     if frac >= 1.0:

@@ -113,7 +113,7 @@ def prepare_data(run_dir: Path, corpus: Corpus, vocab_size: int, log: Callable[[
         save_tokenizer(tok, tok_path)
     splits = []
     for split, files in (("train", corpus.train), ("val", corpus.val)):
-        path = run_dir / f"tokens_{split}.npy"
+        path = run_dir / (ckpt.TRAIN_TOKENS_FILE if split == "train" else ckpt.VAL_TOKENS_FILE)
         if path.exists():
             try:
                 splits.append(np.load(path, mmap_mode="r"))

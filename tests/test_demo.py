@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from explainer.cli import main
-from explainer.demo import DemoSettings, run_demo
-from explainer.explain_jobs import ExplainSettings
+from explainer.jobs.demo import DemoSettings, run_demo
+from explainer.jobs.explain import ExplainSettings
 from explainer.llm import make_client
 from explainer.store import Store
 from sparse_model.prune import PruneSettings

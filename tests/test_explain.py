@@ -10,12 +10,12 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from explainer.circuit_jobs import prune_job
+from explainer.jobs.circuits import prune_job
 from explainer.cli import main
 from explainer.llm import CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatResult, LLMClient, PromptLogprobsRequest
-from explainer.llm_local import LocalBackend
+from explainer.llm.local import LocalBackend
 from explainer.prompts import all_at_once_prompt, load_prompt, parse_explanation, records_text, show_token
-from explainer.simulate import Simulator, choose_simulator, expected_value
+from explainer.simulators import choose_simulator, expected_value, make_simulator
 from explainer.store import Store
 from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
@@ -202,7 +202,7 @@ class FakeChatBackendWithScriptedReplies(Backend):
     ("Sure! Here you go: 3 0 9", False),
 ])
 def test_text_simulator_records_misaligned_output_as_a_failure_with_the_raw_text(reply, ok):
-    sim = Simulator(LLMClient(FakeChatBackendWithScriptedReplies(reply)), "text")
+    sim = make_simulator(LLMClient(FakeChatBackendWithScriptedReplies(reply)), "text")
     result = asyncio.run(sim.simulate("anything", ["a", "b", "c"]))
     if ok:
         assert result.predicted == [3.0, 0.0, 9.0] and result.failure is None

@@ -14,9 +14,9 @@ from explainer.explain import Explainer
 from explainer.llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, ChatRequest, LLMClient, LLMError, LLMOutputError,
                            PromptLogprobsRequest)
 from explainer.llm import LLMRequestError
-from explainer.llm_openai import OpenAIBackend
+from explainer.llm.openai_compat import OpenAIBackend
 from explainer.prompts import all_at_once_prompt, load_prompt, show_token
-from explainer.simulate import Simulator
+from explainer.simulators import make_simulator
 from fault_server import MODEL, FaultServer, digit_for, tokenize
 
 KEY = "sk-fake-test-key-0123"
@@ -103,7 +103,7 @@ def test_simulators_and_explainer_accept_normal_answers(server):
 
     async def go():
         await client.probe()
-        sims = {m: await Simulator(client, m).simulate("quotes", TOKENS)
+        sims = {m: await make_simulator(client, m).simulate("quotes", TOKENS)
                 for m in ("all_at_once", "chat_logprobs", "text")}
         explained = await Explainer(client).explain(records, k=2)
         chat = await client.chat(ChatRequest(messages=(("user", "1\ta\n2\tb"),), max_tokens=50, top_logprobs=5))
@@ -237,7 +237,7 @@ def test_logprob_and_text_faults(server):
                 except Exception as e:  # noqa: BLE001
                     out[fault, name] = e
         server.script(["misaligned-text"])
-        out["sim"] = await Simulator(client, "text").simulate("x", ["a", "b", "c"])
+        out["sim"] = await make_simulator(client, "text").simulate("x", ["a", "b", "c"])
         return out
 
     out = run(backend, go)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from explainer.ground_truth import (CODE, COMMENT, HELD_OUT, RULES, RULES_LIST, STR_BODY, STR_CLOSE, STR_OPEN,
-                                    TRAINING, annotate_tokens, lex, resolve_rules, rule_activations,
-                                    wrong_explanations)
+from explainer.ground_truth import HELD_OUT, RULES, RULES_LIST, TRAINING, resolve_rules, rule_activations, wrong_explanations
+from explainer.lexer import CODE, COMMENT, STR_BODY, STR_CLOSE, STR_OPEN, annotate_tokens, lex
 from sparse_model.errors import UserError
 
 TOKENS = ["class", " A", ":\n", "    ", " def", " f", "(", "self", ",", " x", "=", "None", "):\n",  # 0..12

@@ -15,7 +15,7 @@ from openai.types import Completion
 from explainer.llm import (CHAT, CHAT_LOGPROBS, PREFILL, PROMPT_LOGPROBS, ChatRequest, LLMError, LLMOutputError,
                            PromptLogprobsRequest)
 from explainer.llm import LLMRequestError
-from explainer.llm_openai import OpenAIBackend
+from explainer.llm.openai_compat import OpenAIBackend
 from llama_server import MODEL_ALIAS, free_port, server_available, skip_or_fail
 
 DIGITS = tuple("0123456789")
@@ -39,7 +39,7 @@ def local_backend():
     why = server_available()
     if why:
         skip_or_fail(why)
-    from explainer.llm_local import LocalBackend
+    from explainer.llm.local import LocalBackend
     return LocalBackend(n_threads=1)  # llama.cpp threads spin-wait: on a busy 2-core machine 1 is faster
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparse_model.model import ModelConfig, SparseGPT, abs_topk, node_locations, node_name, parse_node_name
+from sparse_model.model import ModelConfig, SparseGPT, abs_topk, node_locations
+from sparse_model.nodes import Node
 
 CFG = ModelConfig(vocab_size=64, n_layer=2, d_model=32, n_head=2, d_head=16, d_mlp=64, n_ctx=16)
 
@@ -28,9 +29,9 @@ def test_location_names_follow_the_scheme():
     assert "L0.mlp.neuron" in locs and "L1.attn.q" in locs and "L1.attn.resid_read" in locs
     assert locs["L0.attn.v"] == CFG.n_head * CFG.d_head
     assert locs["L1.mlp.neuron"] == CFG.d_mlp
-    assert parse_node_name(node_name("L1.mlp.neuron", 37)) == ("L1.mlp.neuron", 37)
+    assert Node.parse(Node("L1.mlp.neuron", 37).name) == ("L1.mlp.neuron", 37)
     with pytest.raises(ValueError):
-        parse_node_name("L1.mlp.neuron")
+        Node.parse("L1.mlp.neuron")
 
 
 def test_unknown_location_is_refused():

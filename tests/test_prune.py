@@ -9,11 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from explainer.circuit_jobs import node_id, save_circuit
+from explainer.jobs.circuits import save_circuit
 from explainer.cli import main
 from explainer.store import Store
 from sparse_model.errors import UserError
-from sparse_model.model import ModelConfig, SparseGPT, node_locations, parse_node_name
+from sparse_model.model import ModelConfig, SparseGPT, node_locations
+from sparse_model.nodes import Node
 from sparse_model.prune import (PruneSettings, ablation_hooks, circuit_loss, compute_means, heaviside, keep_masks,
                                 loss_with, prune)
 from sparse_model.tasks import Pair, Task, TaskExamples
@@ -121,8 +122,7 @@ def test_stored_circuit_reproduces_its_sufficiency_loss_and_edges_join_kept_node
     means = planted_means(model)
     circuit = prune(model, task, means, PruneSettings(steps=300))
     with Store.open(tmp_path / "c.duckdb") as store:
-        store.save_nodes("planted", [{"node_id": node_id("planted", loc, i), "layer": 0, "location": loc, "idx": i,
-                                      "name": f"{loc}[{i}]", "mean": float(means[loc][i])}
+        store.save_nodes("planted", [{"node": Node(loc, i), "layer": 0, "mean": float(means[loc][i])}
                                      for loc, units in node_locations(model.cfg).items() for i in range(units)])
         other = save_circuit(store, "planted", dataclasses.replace(circuit, settings=PruneSettings(steps=300, seed=1)))
         other_edges = store.circuit_edges(other["circuit_id"])
@@ -134,7 +134,7 @@ def test_stored_circuit_reproduces_its_sufficiency_loss_and_edges_join_kept_node
         nodes = store.circuit_nodes(row["circuit_id"])
         edges = store.circuit_edges(row["circuit_id"])
         stored = store.list_circuits("planted")[0]
-    kept = [parse_node_name(n["name"]) for n in nodes]
+    kept = [Node.parse(n["name"]) for n in nodes]
     assert circuit_loss(model, task, means, kept) == pytest.approx(stored["sufficiency_loss"], abs=1e-6)
     kept_ids = {n["node_id"] for n in nodes}
     weights = {"L0.mlp.neuron": model.blocks[0].mlp.fc.weight, "L0.mlp.resid_write": model.blocks[0].mlp.proj.weight}
@@ -142,8 +142,8 @@ def test_stored_circuit_reproduces_its_sufficiency_loss_and_edges_join_kept_node
     for e in edges:
         assert e["source"] in kept_ids and e["target"] in kept_ids
         assert e["weight"] != 0
-        dst_loc, dst_i = parse_node_name(e["target"].split("/", 1)[1])
-        src_loc, src_i = parse_node_name(e["source"].split("/", 1)[1])
+        dst_loc, dst_i = Node.from_id(e["target"])[1]
+        src_loc, src_i = Node.from_id(e["source"])[1]
         if e["kind"] == "weight":
             assert e["weight"] == float(weights[dst_loc].detach()[dst_i, src_i])
         else:

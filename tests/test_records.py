@@ -163,7 +163,7 @@ def test_records_are_traceable_to_their_text(captured, tokens, tokenizer):
     table = token_table(tokenizer)
     for kind, rs in recs.items():
         for r in rs:
-            assert isinstance(r, ActivationRecord) and r.kind == kind
+            assert isinstance(r, ActivationRecord) and r.sampling == kind
             assert r.tokens == token_strings(tokenizer, tokens[r.start:r.start + WINDOW])
             assert r.tokens == [table[i] for i in tokens[r.start:r.start + WINDOW]]
             w = int(np.flatnonzero(starts == r.start)[0])
@@ -219,14 +219,14 @@ def test_default_split_is_interleaved_and_balanced(captured, tokens, tokenizer):
     splits = split_records(sample_records(acts[0], starts, tokens, tokenizer, seed=0))
     assert set(splits) == {"explain", "score", "calibrate", "holdout"}
     assert [r.rank for r in splits["explain"]] == list(range(0, 40, 2))
-    assert all(r.kind == "top" for r in splits["explain"])
-    score_top = [r.rank for r in splits["score"] if r.kind == "top"]
-    score_random = [r.rank for r in splits["score"] if r.kind == "random"]
+    assert all(r.sampling == "top" for r in splits["explain"])
+    score_top = [r.rank for r in splits["score"] if r.sampling == "top"]
+    score_random = [r.rank for r in splits["score"] if r.sampling == "random"]
     assert score_top == list(range(1, 40, 4)) and score_random == list(range(0, 20, 2))
     cal = splits["calibrate"]
-    assert [r.rank for r in cal if r.kind == "top"] == list(range(3, 40, 4))
-    assert [r.rank for r in cal if r.kind == "random"] == list(range(1, 20, 2))
-    assert len(splits["holdout"]) == 20 and all(r.kind == "quantile" for r in splits["holdout"])
+    assert [r.rank for r in cal if r.sampling == "top"] == list(range(3, 40, 4))
+    assert [r.rank for r in cal if r.sampling == "random"] == list(range(1, 20, 2))
+    assert len(splits["holdout"]) == 20 and all(r.sampling == "quantile" for r in splits["holdout"])
 
 
 @pytest.mark.parametrize("seed", [None, 0, 1, 2])
@@ -240,7 +240,7 @@ def test_no_explained_window_is_scored_or_calibrated_on(captured, tokens, tokeni
     assert explain and score and calibrate
     assert not explain & score and not explain & calibrate and not explain & holdout
     assert not score & calibrate
-    kinds = [r.kind for r in splits["score"]]
+    kinds = [r.sampling for r in splits["score"]]
     assert kinds.count("top") == kinds.count("random") == 10
     assert len(splits["explain"]) == 20
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from explainer.circuit_jobs import prune_job
+from explainer.jobs.circuits import prune_job
 from explainer.cli import main
 from explainer.report import REPORT_TITLE, ReportSettings, build_report, write_report
 from explainer.store import Store
@@ -380,15 +380,15 @@ def _big_circuit_db(path: Path, n_edges: int = 118_000, n_explained: int = 32) -
         store.upsert_model({"name": "big", "config": {"preset": "synthetic", "model": {"n_layer": 3}},
                             "density": {"w": 0.25}, "corpus_manifest": {"files": 1, "list": ["a.py"]}})
         store.con.execute("""
-            INSERT INTO nodes
-            SELECT 'big/' || name, 'big', layer, location, idx, name, 0.0 FROM (
-                SELECT l AS layer, v.loc AS location, i AS idx, 'L' || l || '.' || v.loc || '[' || i || ']' AS name
+            INSERT INTO nodes (node_id, model, layer, site, idx, name, mean, location)
+            SELECT 'big/' || name, 'big', layer, site, idx, name, 0.0, regexp_replace(name, '\[.*', '') FROM (
+                SELECT l AS layer, v.loc AS site, i AS idx, 'L' || l || '.' || v.loc || '[' || i || ']' AS name
                 FROM range(3) a(l), (SELECT unnest(?::VARCHAR[]) AS loc, unnest(?::INTEGER[]) AS n) v, range(512) b(i)
                 WHERE i < v.n
                 UNION ALL
                 SELECT 3, 'final.resid_read', i, 'final.resid_read[' || i || ']' FROM range(128) b(i))""",
                           [list(sizes), list(sizes.values())])
-        kept = store.query("SELECT node_id FROM nodes WHERE idx % 6 <> 0 ORDER BY layer, location, idx")[1]
+        kept = store.query("SELECT node_id FROM nodes WHERE idx % 6 <> 0 ORDER BY layer, site, idx")[1]
         store.save_circuit({"circuit_id": cid, "model": "big", "task": "quote_in_context", "status": "circuit",
                             "target_loss": 0.15, "full_loss": 0.077, "sufficiency_loss": 0.13, "necessity_loss": 0.71,
                             "sufficient": True, "n_nodes": len(kept), "n_edges": n_edges, "settings": {}}, [], [])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from explainer.accounting import CACHE_VERSION, ResponseCache
+from explainer.jobs.accounting import CACHE_VERSION, ResponseCache
 from explainer.cli import main
 from explainer.store import Store
 from fault_server import FaultServer

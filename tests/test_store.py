@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from explainer import store as store_mod
+from explainer.store import schema as store_mod
 from explainer.store import DEFAULT_DB, MIGRATIONS, Store, resolve_db_path
 from sparse_model.errors import UserError
 

@@ -2,8 +2,9 @@
 
 import pytest
 
-from explainer import store as store_mod
+from explainer.store import schema as store_mod
 from explainer.store import MIGRATIONS, Store
+from sparse_model.nodes import Node
 
 M = "demo"
 
@@ -12,9 +13,9 @@ def nid(i):
     return f"{M}/L1.mlp.neuron[{i}]"
 
 
-def record(kind="top", rank=0, split="explain", **over):
+def record(sampling="top", rank=0, split="explain", **over):
     row = {
-        "kind": kind, "rank": rank, "split": split, "start": 1000 + rank, "max_activation": 2.5,
+        "sampling": sampling, "rank": rank, "split": split, "start": 1000 + rank, "max_activation": 2.5,
         "tokens": ["def", "\t", "\n", "'q\"", "é→🙂", ""],
         "activations": [0.0, -1.25, 3.0e-7, 2.5, 1e300, 0.1],
         "sample_seed": 7,
@@ -35,7 +36,7 @@ def explanation(eid, node=1, kind="llm", candidate=0, selected=True, settings_ke
 
 
 def sims(n=2):
-    return [{"kind": "top", "rank": r, "split": "score", "predicted": [0.5, 1.0 + r], "simulator": "all_at_once"}
+    return [{"sampling": "top", "rank": r, "split": "score", "predicted": [0.5, 1.0 + r], "simulator": "all_at_once"}
             for r in range(n)]
 
 
@@ -52,8 +53,7 @@ def count(s, table, eid):
 
 
 def add_nodes(s, ids=(1, 2, 3)):
-    s.save_nodes(M, [{"node_id": nid(i), "layer": 1, "location": "mlp", "idx": i, "name": f"L1.mlp.neuron[{i}]",
-                      "mean": 0.0} for i in ids])
+    s.save_nodes(M, [{"node": Node("L1.mlp.neuron", i), "layer": 1, "mean": 0.0} for i in ids])
 
 
 def add_circuit(s, cid, task, node_ids):
@@ -76,18 +76,18 @@ def test_records_roundtrip_and_replace_per_node(tmp_path):
         s.save_activation_records(M, nid(2), [record("top", 0)])
     with Store.open(db, read_only=True) as s:  # survives reopen
         got = s.activation_records(nid(1))
-        assert [(r["split"], r["kind"], r["rank"]) for r in got] == [
+        assert [(r["split"], r["sampling"], r["rank"]) for r in got] == [
             ("explain", "top", 0), ("explain", "top", 1), ("explain", "random", 1), ("score", "quantile", 0)]
         for r in got:
             assert r["tokens"] == record()["tokens"]
             assert r["activations"] == record()["activations"]
             assert r["model"] == M and r["sample_seed"] == 7 and r["created_at"] is not None
-        assert [r["kind"] for r in s.activation_records(nid(1), split="score")] == ["quantile"]
+        assert [r["sampling"] for r in s.activation_records(nid(1), split="score")] == ["quantile"]
         assert s.record_windows(M) == {nid(1): len(record()["tokens"]), nid(2): len(record()["tokens"])}
         assert s.record_windows("other") == {}
     with Store.open(db) as s:
         s.save_activation_records(M, nid(1), [record("random", 5, "holdout")])
-        assert [(r["kind"], r["rank"]) for r in s.activation_records(nid(1))] == [("random", 5)]
+        assert [(r["sampling"], r["rank"]) for r in s.activation_records(nid(1))] == [("random", 5)]
         assert len(s.activation_records(nid(2))) == 1  # other node untouched
 
 
@@ -99,7 +99,7 @@ def test_explanation_roundtrip(s):
     assert got["purpose"] == "circuit" and got["created_at"] is not None
     assert got["source_node_id"] is None and got["failure"] is None
     sim = s.simulations("e1")
-    assert [(r["kind"], r["rank"], r["predicted"]) for r in sim] == [("top", 0, [0.5, 1.0]), ("top", 1, [0.5, 2.0])]
+    assert [(r["sampling"], r["rank"], r["predicted"]) for r in sim] == [("top", 0, [0.5, 1.0]), ("top", 1, [0.5, 2.0])]
     assert all(r["node_id"] == nid(1) and r["explanation_id"] == "e1" for r in sim)
     assert s.scores("e1") == {("score", "correlation"): 0.8, ("score", "r_squared"): 0.5,
                               ("calibrate", "correlation"): 0.7}
@@ -140,14 +140,14 @@ def test_undefined_scores_are_null_not_nan(s):
     assert s.scores("nan")[("score", "correlation")] is None
     assert s.query("SELECT count(*) FROM scores WHERE isnan(value)")[1] == [(0,)]
     assert s.query("SELECT count(*) FROM scores WHERE value IS NULL")[1] == [(3,)]
-    cols, rows = s.query("SELECT explanation_id, score, r_squared, validation_score FROM node_scores "
+    cols, rows = s.query("SELECT explanation_id, score, r_squared, calibrate_score FROM node_scores "
                          "ORDER BY explanation_id")
     assert rows == [("nan", None, None, 0.7), ("none", None, 0.5, 0.7)]
 
 
 def test_failed_explanation_keeps_raw_text(s):
     s.save_explanation(explanation("f", text=None, failure="unparseable", raw_text="```\n?"), [
-        {"kind": "top", "rank": 0, "split": "score", "predicted": None, "failure": "parse", "raw_text": "zz"}], [])
+        {"sampling": "top", "rank": 0, "split": "score", "predicted": None, "failure": "parse", "raw_text": "zz"}], [])
     [got] = s.explanations()
     assert got["text"] is None and got["failure"] == "unparseable" and got["raw_text"] == "```\n?"
     [sim] = s.simulations("f")
@@ -172,9 +172,9 @@ def test_node_scores_view(s):
         (explanation("n3", node=3), sims(), scores(corr=0.2)),
     ])
     cols, rows = s.query("SELECT * FROM node_scores ORDER BY node_id, kind, task")
-    assert cols == ["model", "task", "node_id", "name", "layer", "location", "kind", "explanation",
+    assert cols == ["model", "task", "node_id", "name", "layer", "location", "site", "kind", "explanation",
                     "explainer", "simulator", "score", "mean_window_correlation", "r_squared",
-                    "absolute_deviation_explained", "validation_score", "failure", "purpose", "settings_key",
+                    "absolute_deviation_explained", "calibrate_score", "failure", "purpose", "settings_key",
                     "explanation_id", "created_at"]
     got = [dict(zip(cols, r)) for r in rows]
     assert [(r["node_id"], r["kind"], r["task"]) for r in got] == [
@@ -185,7 +185,7 @@ def test_node_scores_view(s):
     best = got[0]
     assert best["explanation_id"] == "n1_c1" and best["name"] == "L1.mlp.neuron[1]" and best["layer"] == 1
     assert (best["score"], best["mean_window_correlation"], best["r_squared"],
-            best["absolute_deviation_explained"], best["validation_score"]) == (0.8, 0.6, 0.5, 0.4, 0.7)
+            best["absolute_deviation_explained"], best["calibrate_score"]) == (0.8, 0.6, 0.5, 0.4, 0.7)
     assert best["explanation"] == "fires on n1_c1" and best["purpose"] == "circuit"
     assert got[2]["score"] == 0.3
     assert got[4]["name"] is None and got[4]["score"] == 0.2  # node row missing: still listed
@@ -223,7 +223,8 @@ def test_migrates_schema_2_file(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 2])
     with Store.open(db) as s:
         assert s.schema_version() == 2
-        add_nodes(s, ids=(1,))
+        # a node as schema 2 stored it: `location` without the layer
+        s.con.execute("INSERT INTO nodes VALUES (?, ?, 1, 'mlp.neuron', 1, 'L1.mlp.neuron[1]', 0.0)", [nid(1), M])
         add_circuit(s, "c_a", "task_a", [nid(1)])
         tables = {r[0] for r in s.query("SHOW TABLES")[1]}
         assert "explanations" not in tables
@@ -236,3 +237,4 @@ def test_migrates_schema_2_file(tmp_path, monkeypatch):
         assert s.has_nodes(M) and [c["circuit_id"] for c in s.list_circuits(M)] == ["c_a"]
         s.save_explanation(explanation("e1", node=1), sims(), scores())
         assert s.query("SELECT task, name, score FROM node_scores")[1] == [("task_a", "L1.mlp.neuron[1]", 0.8)]
+        assert s.query("SELECT location, site FROM nodes")[1] == [("L1.mlp.neuron", "mlp.neuron")]

@@ -1,47 +1,19 @@
 """The `circuits` command line: a thin layer over the library.
 
 Each command parses its options, calls one library function, and prints the result. Mistakes a user
-can make (`UserError`) become one line on stderr and exit status 1, never a traceback.
+can make (`UserError`) become one line on stderr and exit status 1, never a traceback. The group and
+its error handling are in `app`; the commands, by area, in `*_commands`; they are attached here.
 """
 
 from __future__ import annotations
 
-import click
+from . import (circuit_commands, demo_commands, eval_commands, explain_commands, model_commands, report_commands,
+               sql_commands)
+from .app import main
 
-from sparse_model.errors import UserError
+for _module in (model_commands, circuit_commands, explain_commands, eval_commands, demo_commands, report_commands,
+                sql_commands):
+    for _command in _module.COMMANDS:
+        main.add_command(_command)
 
-from .common import db_option
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except UserError as e:
-            raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            raise click.ClickException("interrupted; finished work is saved, run the same command again to continue") from None
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@db_option
-@click.version_option(package_name="sparse-circuits")
-def main() -> None:
-    """Weight-sparse transformers, their task circuits, and LLM explanations of every circuit node.
-
-    All results go to one DuckDB file (--db, $CIRCUITS_DB, default ./circuits.duckdb).
-
-    \b
-    Start here:
-      circuits demo
-      circuits train --preset demo --out runs/demo
-      circuits models
-      circuits sql "SELECT name, val_loss, n_nonzero FROM models"
-    """
-
-
-from . import (circuit_commands, demo_commands, eval_commands, explain_commands, model_commands,  # noqa: E402
-               report_commands, sql_commands)  # (commands register on `main`)
-
-__all__ = ["main", "circuit_commands", "demo_commands", "eval_commands", "explain_commands", "model_commands", "report_commands",
-           "sql_commands"]
+__all__ = ["main"]

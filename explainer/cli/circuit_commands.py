@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import click
 
-from explainer.circuit_jobs import evaluate_tasks_job, prune_job
-from sparse_model.checkpoint import RUN_FILE, read_json
 from sparse_model.prune import PruneSettings
 
-from . import main
+from ..jobs.circuits import evaluate_tasks_job, prune_job
+
 from .common import db_option, open_store, output_options, print_rows, resolve_run
 
 
-@main.command("tasks")
+@click.command("tasks")
 @click.argument("run")
 @click.option("--task", "tasks", multiple=True, help="Only this task (repeatable). Default: all tasks.")
 @click.option("--target-loss", type=float, default=0.15, show_default=True, help="A task counts as learned at or below this loss.")
@@ -27,14 +26,14 @@ def tasks_command(run, tasks, target_loss, fmt):
     Example:
       circuits tasks runs/demo
     """
-    run_dir = resolve_run(run)
+    run_dir = resolve_run(run).run_dir
     with open_store() as store:
         rows = evaluate_tasks_job(store, run_dir, tasks or None, target_loss)
     print_rows(["task", "loss", "accuracy", "learned", "n_val", "random_labels"],
                [[r["name"], r["loss"], r["accuracy"], r["learned"], r["n_val"], r["random_labels"]] for r in rows], fmt)
 
 
-@main.command("prune")
+@click.command("prune")
 @click.argument("run")
 @click.option("--task", "tasks", multiple=True, help="Prune this task (repeatable).")
 @click.option("--all", "all_tasks", is_flag=True, help="Prune every task.")
@@ -55,7 +54,7 @@ def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, fmt):
     if bool(tasks) == all_tasks:
         raise click.UsageError("give --task T (repeatable) or --all")
     settings = PruneSettings(target_loss=target_loss, steps=steps, k_coef=k_coef, seed=seed)
-    run_dir = resolve_run(run)
+    run_dir = resolve_run(run).run_dir
     with open_store() as store:
         rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings)
     print_rows(["task", "status", "nodes", "edges", "full_loss", "sufficiency_loss", "necessity_loss", "sufficient", "seconds"],
@@ -63,7 +62,7 @@ def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, fmt):
                  r["necessity_loss"], r["sufficient"], r["seconds"]] for r in rows], fmt)
 
 
-@main.command("circuits")
+@click.command("circuits")
 @click.argument("run", required=False)
 @output_options
 @db_option
@@ -74,11 +73,12 @@ def circuits_command(run, fmt):
     Example:
       circuits circuits demo --csv
     """
+    model = resolve_run(run).name if run else None
     with open_store(read_only=True) as store:
-        model = None
-        if run:
-            model = read_json(resolve_run(run) / RUN_FILE, "run file")["name"]
         rows = store.list_circuits(model)
     print_rows(["model", "task", "status", "nodes", "edges", "full_loss", "sufficiency_loss", "necessity_loss", "circuit_id"],
                [[r["model"], r["task"], r["status"], r["n_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],
                  r["necessity_loss"], r["circuit_id"]] for r in rows], fmt)
+
+
+COMMANDS = [tasks_command, prune_command, circuits_command]

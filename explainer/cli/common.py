@@ -10,8 +10,10 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from explainer.store import Store, resolve_db_path
 from sparse_model.errors import UserError
+from sparse_model.run import Run, is_run_folder
+
+from ..store import Store, resolve_db_path
 
 
 def _remember_db(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -35,17 +37,17 @@ def open_store(read_only: bool = False) -> Store:
     return Store.open(db_path(), read_only=read_only)
 
 
-def resolve_run(run: str) -> Path:
-    """RUN is a run folder, or the name of a model in the store."""
-    path = Path(run)
-    if (path / "run.json").exists():
-        return path
+def resolve_run(run: str) -> Run:
+    """RUN, as every command takes it: a run folder, or the name of a model in the store (whose
+    run folder the store remembers)."""
+    if is_run_folder(run):
+        return Run(run)
     db = db_path()
     if db.exists():
         with Store.open(db, read_only=True) as store:
             row = store.get_model(run)
         if row is not None:
-            return Path(row["run_dir"])
+            return Run(row["run_dir"], name=row["name"])
     raise UserError(f"no run named {run!r}: not a run folder and not a model in {db}; list them with `circuits models`")
 
 

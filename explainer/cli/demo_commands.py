@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import click
 
-from explainer.demo import DemoSettings, run_demo
 from sparse_model.prune import PruneSettings, check_target_loss
 
-from . import main
+from ..jobs.demo import DemoSettings, run_demo
+
 from .common import db_option, open_store, output_options, print_rows
 
 _D = DemoSettings()
 
 
-@main.command("demo")
+@click.command("demo")
 @click.option("--out", default=_D.out, show_default=True, type=click.Path(file_okay=False),
               help="Run folder of the demo model (reused if it is there).")
 @click.option("--report", default=_D.report, show_default=True, type=click.Path(dir_okay=False),
@@ -46,3 +46,6 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, fmt):
             "best_explanation", "score", "token_lookup_score"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
     click.echo(f"report: {report}", err=True)
+
+
+COMMANDS = [demo_command]

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
 import click
 
-from explainer.ground_truth import RULES
+from sparse_model.errors import UserError
 
-from . import main
+from ..ground_truth import RULES
+from ..jobs.evaluate import run_suite, to_json
+from ..jobs.explain import ExplainSettings, explain_job, select_nodes
+from ..llm import make_client
+from ..simulators import EMBEDDING, SIMULATORS, EmbeddingSimulator, make_simulator
+from ..suite import EvalSettings, SuiteData
+
 from .common import db_option, open_store, print_rows, resolve_run
 
-SIMULATOR_CHOICES = ["auto", "all_at_once", "chat_logprobs", "text", "embedding", "embedding_context"]
+SIMULATOR_CHOICES = ["auto", *SIMULATORS, "embedding_context"]
 
 
 def _fmt(stats: dict) -> tuple:
     return stats["mean"], stats["std"], stats["min"], stats["max"]
 
 
-@main.command("eval")
+@click.command("eval")
 @click.argument("run")
 @click.option("--simulator", "simulators", multiple=True, type=click.Choice(SIMULATOR_CHOICES),
               help="Simulator to measure (repeatable; default auto: the embedding simulator on the local backend). "
@@ -57,18 +64,12 @@ def eval_command(run, simulators, prompt_name, backend, model, base_url, concurr
       circuits eval runs/standard --simulator all_at_once --prompt simulate_contrastive --no-recovery
       circuits eval runs/standard --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
     """
-    from explainer.evaluation import EvalSettings, SuiteData, real_node_summary, run_suite
-    from explainer.llm import make_client
-    from explainer.simulate import EMBEDDING, Simulator
-    from explainer.simulate_embedding import EmbeddingSimulator
-    from sparse_model.errors import UserError
-
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds must be at least 1, got {seeds}")
     if real_nodes < 0:
         raise UserError(f"--real-nodes must be at least 0, got {real_nodes}")
-    run_dir = resolve_run(run)
-    data = SuiteData.from_run(run_dir)
+    loaded = resolve_run(run)
+    data = SuiteData.from_run(loaded.run_dir)
     results = []
     with open_store() as store:
         for name in simulators or ("auto",):
@@ -80,12 +81,8 @@ def eval_command(run, simulators, prompt_name, backend, model, base_url, concurr
                 sim = EmbeddingSimulator()
             else:
                 if client is not None:
-                    import asyncio
-
                     asyncio.run(client.probe())
-                sim = Simulator(client, name, prompt_name=prompt_name)
-                if sim.method == EMBEDDING:
-                    sim = sim._embedding
+                sim = make_simulator(client, name, prompt_name=prompt_name)
             llm_sim = sim.method != EMBEDDING
             settings = EvalSettings(window=window or (32 if llm_sim else 64),
                                     score_windows=score_windows or (2 if llm_sim else 5),
@@ -103,11 +100,9 @@ def eval_command(run, simulators, prompt_name, backend, model, base_url, concurr
         real = []
         if real_nodes:
             for sim in {r.simulator: r for r in results}:
-                _real_nodes(store, run_dir, backend, model, base_url, concurrency, sim, real_nodes, list(tasks))
-            real = real_node_summary(store, data.run_name)
+                _real_nodes(store, loaded, backend, model, base_url, concurrency, sim, real_nodes, list(tasks))
+            real = store.real_node_scores(data.run_name)
     if as_json:
-        from explainer.evaluation import to_json
-
         click.echo(json.dumps({"suites": [to_json(r) for r in results], "real_nodes": real}, indent=2, default=str))
         return
     if real:
@@ -131,17 +126,14 @@ def _print_suites(results) -> None:
         print_rows(["simulator", "rules", "failed", "llm", "correct", "token_lookup", "llm_beats_token_lookup"], rec_rows)
 
 
-def _real_nodes(store, run_dir, backend, model, base_url, concurrency, method, n, tasks):
+def _real_nodes(store, run, backend, model, base_url, concurrency, method, n, tasks):
     """Explain the first n circuit nodes of the run with this simulator (stored as a normal explain job)."""
-    from explainer.circuit_jobs import LoadedRun
-    from explainer.explain_jobs import ExplainSettings, explain_job, select_nodes
-    from explainer.llm import make_client
-    from sparse_model.errors import UserError
-
-    if method not in ("embedding", "all_at_once", "chat_logprobs", "text"):
-        raise UserError("--real-nodes works with the embedding, all_at_once, chat_logprobs and text simulators")
-    loaded = LoadedRun(run_dir)
-    nodes = select_nodes(store, loaded, tasks=tasks or None)[:n]
+    if method not in SIMULATORS:
+        raise UserError(f"--real-nodes works with the {', '.join(SIMULATORS)} simulators")
+    nodes = select_nodes(store, run, tasks=tasks or None)[:n]
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency)
-    explain_job(store, run_dir, client, nodes=nodes, settings=ExplainSettings(simulator=method),
+    explain_job(store, run.run_dir, client, nodes=nodes, settings=ExplainSettings(simulator=method),
                 command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None)
+
+
+COMMANDS = [eval_command]

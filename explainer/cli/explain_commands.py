@@ -6,18 +6,17 @@ import sys
 
 import click
 
-from explainer.explain_jobs import ExplainSettings, explain_job
-from explainer.llm import RetryPolicy, make_client
-from explainer.simulate import SIMULATORS
+from ..jobs.explain import ExplainSettings, explain_job
+from ..llm import RetryPolicy, make_client
+from ..simulators import SIMULATORS
 
-from . import main
 from .common import db_option, open_store, output_options, print_rows, resolve_run
 
 _D = ExplainSettings()
 _R = RetryPolicy()
 
 
-@main.command("explain")
+@click.command("explain")
 @click.argument("run")
 @click.option("--task", "tasks", multiple=True, help="Explain the nodes of this task's circuit (repeatable). "
               "Default: every circuit of the model.")
@@ -28,7 +27,7 @@ _R = RetryPolicy()
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL "
               "(default $OPENAI_BASE_URL); the key is read from $OPENAI_API_KEY.")
 @click.option("--explanations-per-node", "k", type=int, default=_D.explanations_per_node, show_default=True,
-              help="Best-of-k: candidates per node, the best picked on the validation split.")
+              help="Best-of-k: candidates per node, the best picked on the calibrate split.")
 @click.option("--simulator", type=click.Choice(["auto", *SIMULATORS]), default="auto", show_default=True,
               help="How activations are simulated; auto picks the best the endpoint supports.")
 @click.option("--concurrency", type=int, default=None, help="Requests in flight at once (default 4; local: 1).")
@@ -74,7 +73,7 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
                                explain_windows=explain_windows, score_windows=score_windows,
                                calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled)
     settings.check()
-    run_dir = resolve_run(run)
+    run_dir = resolve_run(run).run_dir
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency,
                          retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout, backoff=backoff))
     with open_store() as store:
@@ -90,7 +89,7 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
     print_rows(["kind", "mean_score"], [[k, v] for k, v in s.mean_score.items()], fmt)
 
 
-@main.command("jobs")
+@click.command("jobs")
 @output_options
 @db_option
 def jobs_command(fmt):
@@ -107,3 +106,6 @@ def jobs_command(fmt):
     cols = ["job_id", "started_at", "status", "model", "llm_model", "nodes_done", "failures", "requests", "cache_hits",
             "prompt_tokens", "completion_tokens", "cost", "seconds"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
+
+
+COMMANDS = [explain_command, jobs_command]

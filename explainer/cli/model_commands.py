@@ -6,11 +6,10 @@ import click
 
 from sparse_model.train import PRESETS, train
 
-from . import main
 from .common import db_option, open_store, output_options, print_rows
 
 
-@main.command("train")
+@click.command("train")
 @click.option("--preset", default="demo", show_default=True,
               help=f"One of {', '.join(PRESETS)}. tiny: seconds, for tests; demo: under 5 minutes; standard: under 30 minutes.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it holds this run).")
@@ -43,7 +42,7 @@ def train_command(preset, out, density, afrac, corpus_dir, steps, seed, checkpoi
                f"run folder {summary['run_dir']}")
 
 
-@main.command("models")
+@click.command("models")
 @output_options
 @db_option
 def models_command(fmt):
@@ -59,3 +58,6 @@ def models_command(fmt):
     print_rows(cols, [[r["name"], r["config"]["preset"], r["config"]["train"]["density"], r["config"]["model"]["afrac"],
                        r["n_nonzero"], r["n_params"], r["tokens_seen"], r["train_loss"], r["val_loss"], r["run_dir"]]
                       for r in rows], fmt)
+
+
+COMMANDS = [train_command, models_command]

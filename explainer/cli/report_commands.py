@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
-from explainer.report import DEFAULT_MAX_EDGES, DEFAULT_NODES_PER_TASK, DEFAULT_WINDOWS, ReportSettings, write_report
-from explainer.store import Store
-from sparse_model.checkpoint import RUN_FILE, read_json
 from sparse_model.errors import UserError
 
-from . import main
-from .common import db_option, db_path, open_store
+from ..report import DEFAULT_MAX_EDGES, DEFAULT_NODES_PER_TASK, DEFAULT_WINDOWS, ReportSettings, write_report
+
+from .common import db_option, db_path, open_store, resolve_run
 
 
-def _model_name(store: Store, run: str) -> str:
-    """RUN is a model name in the store, or a run folder whose model is in the store."""
-    if store.get_model(run) is not None:
-        return run
-    folder = Path(run)
-    if (folder / RUN_FILE).exists():
-        name = read_json(folder / RUN_FILE, "run file").get("name")
-        if name and store.get_model(name) is not None:
-            return name
-        raise UserError(f"model {name!r} of run folder {run} is not in {db_path()}; run `circuits tasks {run}` and "
-                        f"`circuits prune {run} --all` first (or pass --db with the right database)")
-    raise UserError(f"no run named {run!r}: not a run folder and not a model in {db_path()}; "
-                    "list them with `circuits models`")
-
-
-@main.command("report")
+@click.command("report")
 @click.argument("run", required=False)
 @click.option("-o", "--out", "out", type=click.Path(), default="report.html", show_default=True,
               help="HTML file to write (missing folders are created).")
@@ -56,8 +38,14 @@ def report_command(run, out, max_edges, nodes_per_task, windows, all_circuits):
     settings = ReportSettings(max_edges=max_edges, nodes_per_task=nodes_per_task, windows_per_node=windows,
                               all_circuits=all_circuits)
     settings.check()
+    model = resolve_run(run).name if run else None
     with open_store(read_only=True) as store:
-        model = _model_name(store, run) if run else None
+        if model is not None and store.get_model(model) is None:
+            raise UserError(f"model {model!r} of run folder {run} is not in {db_path()}; run `circuits tasks {run}` and "
+                            f"`circuits prune {run} --all` first (or pass --db with the right database)")
         path = write_report(store, out, model=model, settings=settings)
     size = path.stat().st_size
     click.echo(f"wrote {path} ({size / 1e6:.2f} MB)" if size >= 100_000 else f"wrote {path} ({size / 1e3:.1f} kB)")
+
+
+COMMANDS = [report_command]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from . import main
 from .common import db_option, open_store, output_options, print_rows
 
 
-@main.command("sql")
+@click.command("sql")
 @click.argument("query")
 @output_options
 @db_option
@@ -25,7 +24,7 @@ def sql_command(query, fmt):
     print_rows(columns, rows, fmt)
 
 
-@main.command("export")
+@click.command("export")
 @click.option("--parquet", "folder", required=True, type=click.Path(), help="A new (or empty) folder for the files.")
 @output_options
 @db_option
@@ -40,3 +39,6 @@ def export_command(folder, fmt):
     with open_store(read_only=True) as store:
         rows = store.export_parquet(folder)
     print_rows(["table", "rows"], rows, fmt)
+
+
+COMMANDS = [sql_command, export_command]

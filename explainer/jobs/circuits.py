@@ -4,7 +4,7 @@ The CLI commands `circuits tasks` and `circuits prune` are one call each to this
 can make the same calls:
 
     from explainer.store import Store
-    from explainer.circuit_jobs import evaluate_tasks_job, prune_job
+    from explainer.jobs.circuits import evaluate_tasks_job, prune_job
     with Store.open("circuits.duckdb") as store:
         prune_job(store, "runs/demo", tasks=["single_double_quote"])
 """
@@ -14,73 +14,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
+from sparse_model.model import node_locations
+from sparse_model.nodes import Node
+from sparse_model.prune import Circuit, PruneSettings, check_target_loss, prune
+from sparse_model.run import Run
+from sparse_model.tasks import evaluate_tasks, get_task_specs
+from sparse_model.train import run_summary
 
-from sparse_model import checkpoint as ckpt
-from sparse_model.corpus import load_corpus
-from sparse_model.errors import UserError
-from sparse_model.model import SparseGPT, node_locations, node_name
-from sparse_model.prune import Circuit, PruneSettings, check_target_loss, load_or_compute_means, prune
-from sparse_model.tasks import Task, evaluate_tasks, get_task_specs, load_tasks
-from sparse_model.tokenizer import load_tokenizer
-from sparse_model.train import prepare_data, run_summary
-
-from .store import Store
+from ..store import Store
 
 
-def node_id(model: str, location: str, index: int) -> str:
-    """The stable id of a node in the database: `<model>/<location>[<index>]`."""
-    return f"{model}/{node_name(location, index)}"
-
-
-class LoadedRun:
-    """A run folder with its model, tokenizer and node means, loaded once per job."""
-
-    def __init__(self, run_dir: Path | str):
-        self.run_dir = Path(run_dir)
-        self.model, self.run, self.state = ckpt.load_model(self.run_dir)
-        self.name: str = self.run["name"]
-        self.tokenizer = load_tokenizer(self.run_dir / ckpt.TOKENIZER_FILE)
-        self._means = None
-
-    def train_tokens(self) -> np.ndarray:
-        path = self.run_dir / "tokens_train.npy"
-        if path.exists():
-            return np.load(path, mmap_mode="r")
-        corpus = load_corpus(self.run["corpus"]["root"], val_fraction=self.run["train"]["val_fraction"])
-        if corpus.manifest["sha256"] != self.run["corpus"]["sha256"]:
-            raise UserError(f"the corpus of run {self.name} ({self.run['corpus']['root']}) has changed since training; "
-                            f"restore it or retrain")
-        return prepare_data(self.run_dir, corpus, self.model.cfg.vocab_size, log=lambda s: None)[0]
-
-    @property
-    def means(self):
-        if self._means is None:
-            self._means = load_or_compute_means(self.run_dir, self.model, self.train_tokens)
-        return self._means
-
-    def tasks(self, names: Sequence[str] | None = None) -> list[Task]:
-        return load_tasks(self.tokenizer, names)
-
-
-def _ensure_model_row(store: Store, run: LoadedRun) -> None:
+def _ensure_model_row(store: Store, run: Run) -> None:
     """A run trained while the database was unusable is registered by the first job that uses it."""
     if store.get_model(run.name) is None:
         store.upsert_model(run_summary(run.run_dir))
 
 
-def register_model(store: Store, run: LoadedRun) -> None:
+def register_model(store: Store, run: Run) -> None:
     """Make sure the run is in the models table and all its nodes (with means) are in `nodes`."""
     _ensure_model_row(store, run)
     if not store.has_nodes(run.name):
-        cfg = run.model.cfg
+        n_layer = run.model.cfg.n_layer
         rows = []
-        for loc, units in node_locations(cfg).items():
-            layer = int(loc[1:].split(".", 1)[0]) if loc.startswith("L") else cfg.n_layer
-            short = loc.split(".", 1)[1] if loc.startswith("L") else loc
+        for loc, units in node_locations(run.model.cfg).items():
             means = run.means[loc].tolist()
-            rows += [{"node_id": node_id(run.name, loc, i), "layer": layer, "location": short, "idx": i,
-                      "name": node_name(loc, i), "mean": means[i]} for i in range(units)]
+            rows += [{"node": Node(loc, i), "layer": Node(loc, i).layer(n_layer), "mean": means[i]} for i in range(units)]
         store.save_nodes(run.name, rows)
 
 
@@ -88,7 +46,7 @@ def evaluate_tasks_job(store: Store, run_dir: Path | str, tasks: Sequence[str] |
                        target_loss: float = 0.15) -> list[dict]:
     """Task loss and accuracy of the unpruned model on every (or the named) task; stored in task_evals."""
     check_target_loss(target_loss)
-    run = LoadedRun(run_dir)
+    run = Run(run_dir)
     built = run.tasks(tasks)
     results = evaluate_tasks(run.model, built)
     for r, t in zip(results, built):
@@ -112,8 +70,8 @@ def circuit_row(model: str, c: Circuit) -> dict:
 
 def save_circuit(store: Store, model: str, c: Circuit) -> dict:
     row = circuit_row(model, c)
-    nodes = [{"node_id": node_id(model, loc, i), "rank": r, "score": tau} for r, (loc, i, tau) in enumerate(c.nodes)]
-    edges = [{"source": node_id(model, sl, si), "target": node_id(model, dl, di), "weight": w, "kind": kind}
+    nodes = [{"node_id": Node(loc, i).node_id(model), "rank": r, "score": tau} for r, (loc, i, tau) in enumerate(c.nodes)]
+    edges = [{"source": Node(sl, si).node_id(model), "target": Node(dl, di).node_id(model), "weight": w, "kind": kind}
              for sl, si, dl, di, w, kind in c.edges]
     store.save_circuit(row, nodes, edges)
     return row
@@ -130,7 +88,7 @@ def prune_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = N
     settings = settings or PruneSettings()
     if tasks is not None:
         get_task_specs(tasks)  # unknown names fail before any work
-    run = LoadedRun(run_dir)
+    run = Run(run_dir)
     register_model(store, run)
     rows = []
     for task in run.tasks(tasks):

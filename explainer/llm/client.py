@@ -8,8 +8,8 @@ Two kinds of request cover the method (REFERENCE §2, §4):
   ("slots") the log-probabilities of a few candidate tokens ("0".."9") are returned (the
   all-at-once simulator).
 
-A `Backend` sends requests: `explainer.llm_local.LocalBackend` runs llama.cpp in process,
-`explainer.llm_openai.OpenAIBackend` talks to any OpenAI-compatible server. Code that needs an
+A `Backend` sends requests: `explainer.llm.local.LocalBackend` runs llama.cpp in process,
+`explainer.llm.openai_compat.OpenAIBackend` talks to any OpenAI-compatible server. Code that needs an
 LLM holds an `LLMClient`, never a backend, so that limits, retries, caching and accounting sit
 in one place (`LLMClient._send`).
 
@@ -195,7 +195,7 @@ class LLMClient:
     """Every LLM request goes through `_send`: the response cache, the concurrency limit, retries
     and accounting live here and nowhere else.
 
-    cache: an `explainer.accounting.ResponseCache` (or None); ledger: an `accounting.Ledger`
+    cache: an `explainer.jobs.accounting.ResponseCache` (or None); ledger: an `accounting.Ledger`
     (or None) that records every request of a job.
     """
 
@@ -304,19 +304,3 @@ class LLMClient:
 
     async def close(self) -> None:
         await self.backend.close()
-
-
-def make_client(backend: str = "local", model: str | None = None, base_url: str | None = None,
-                concurrency: int | None = None, retry: RetryPolicy | None = None) -> LLMClient:
-    """An `LLMClient` for `--backend local|openai` (the openai key comes from $OPENAI_API_KEY)."""
-    retry = retry or RetryPolicy()
-    retry.check()
-    if backend == "local":
-        from .llm_local import LocalBackend
-        return LLMClient(LocalBackend(model_path=model), concurrency=1 if concurrency is None else concurrency,
-                         retry=retry)
-    if backend == "openai":
-        from .llm_openai import OpenAIBackend
-        return LLMClient(OpenAIBackend(model=model, base_url=base_url, timeout=retry.timeout),
-                         concurrency=4 if concurrency is None else concurrency, retry=retry)
-    raise UserError(f"unknown backend {backend!r}; choose local or openai")

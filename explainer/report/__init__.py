@@ -49,8 +49,8 @@ from typing import Any, Iterable, Sequence
 
 from sparse_model.errors import UserError
 
-from .scoring import correlation
-from .store import Store
+from ..scoring import correlation
+from ..store import Store
 
 KINDS = ("llm", "token_lookup", "shuffled")
 LOCATIONS = ("attn.resid_read", "attn.q", "attn.k", "attn.v", "attn.resid_write",
@@ -282,16 +282,16 @@ def _circuit_svg(uid: str, nodes: list[dict], edges: list[dict], n_layer: int,
         sp, r = 11.0, 3.6
     else:
         sp, r = 8.0, 2.7
-    layers = list(range(max([n_layer] + [x["layer"] + 1 for x in nodes if x["location"] != FINAL])))
+    layers = list(range(max([n_layer] + [x["layer"] + 1 for x in nodes if x["site"] != FINAL])))
     columns = [f"L{i}" for i in layers] + ["final"]
     heads = {c: c for c in columns} | {"final": FINAL}
-    locations = list(LOCATIONS) + sorted({x["location"] for x in nodes} - set(LOCATIONS) - {FINAL})
+    locations = list(LOCATIONS) + sorted({x["site"] for x in nodes} - set(LOCATIONS) - {FINAL})
     band: dict[tuple[str, str], list[dict]] = defaultdict(list)  # (column, location) -> nodes
     for x in nodes:
-        if x["location"] == FINAL:
+        if x["site"] == FINAL:
             band[("final", LOCATIONS[0])].append(x)
         else:
-            band[(f"L{x['layer']}", x["location"])].append(x)
+            band[(f"L{x['layer']}", x["site"])].append(x)
     for lst in band.values():
         lst.sort(key=lambda x: (x["idx"] if x["idx"] is not None else 0, x["name"]))
     biggest = max([len(v) for v in band.values()] + [1])
@@ -347,7 +347,7 @@ def _circuit_svg(uid: str, nodes: list[dict], edges: list[dict], n_layer: int,
     for x in nodes:
         cx, cy = pos[x["node_id"]]
         ex = explained.get(x["node_id"])
-        cls = f"node loc-{_loc_class(x['location'])}" + (" explained" if ex is not None else "")
+        cls = f"node loc-{_loc_class(x['site'])}" + (" explained" if ex is not None else "")
         parts.append(f'<circle class="{cls}" data-k="{key[x["node_id"]]}" cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
                      f"<title>{esc(_node_title(x, ex))}</title></circle>")
     parts.append("</g>")
@@ -384,7 +384,7 @@ def _window_html(w: dict, act_scale: float, sim_scale: float) -> str:
     tokens, acts, pred = w["tokens"] or [], w["activations"] or [], w.get("predicted")
     n = min(len(acts), len(pred or []))
     r = correlation(acts[:n], pred[:n]) if pred else None
-    head = (f'<div class="winhead">{esc(w["kind"])} window #{esc(w["rank"])} · max activation '
+    head = (f'<div class="winhead">{esc(w["sampling"])} window #{esc(w["rank"])} · max activation '
             f'{_num(max(acts) if acts else None, 3)}' + (f" · window correlation {_num(r, 3)}" if pred else "") + "</div>")
 
     def side(head: str, inner: str) -> str:
@@ -401,8 +401,8 @@ def _window_html(w: dict, act_scale: float, sim_scale: float) -> str:
 
 
 def _pick_windows(rows: list[dict], n: int) -> list[dict]:
-    tops = [r for r in rows if r["kind"] == "top"]
-    rand = [r for r in rows if r["kind"] != "top"]
+    tops = [r for r in rows if r["sampling"] == "top"]
+    rand = [r for r in rows if r["sampling"] != "top"]
     k_top = min(len(tops), max(n - len(rand), (n + 1) // 2))
     return tops[:k_top] + rand[: n - k_top]
 
@@ -422,19 +422,19 @@ def _load_windows(store: Store, cards: dict[str, Explained], n: int) -> tuple[di
     by_node: dict[str, list[dict]] = defaultdict(list)
     if best:
         for r in _rows(store, """
-                SELECT s.node_id, s.kind, s.rank, s.predicted, s.failure, r.tokens, r.activations
+                SELECT s.node_id, s.sampling, s.rank, s.predicted, s.failure, r.tokens, r.activations
                 FROM simulations s JOIN activation_records r
-                  ON r.node_id = s.node_id AND r.kind = s.kind AND r.rank = s.rank
+                  ON r.node_id = s.node_id AND r.sampling = s.sampling AND r.rank = s.rank
                 WHERE list_contains(?::VARCHAR[], s.explanation_id) AND s.split = 'score'
-                ORDER BY s.node_id, CASE s.kind WHEN 'top' THEN 0 WHEN 'random' THEN 1 ELSE 2 END, s.rank""",
+                ORDER BY s.node_id, CASE s.sampling WHEN 'top' THEN 0 WHEN 'random' THEN 1 ELSE 2 END, s.rank""",
                        [list(best.values())]):
             by_node[r["node_id"]].append(r)
     missing = [nid for nid in ids if nid not in by_node]
     if missing:
         for r in _rows(store, """
-                SELECT node_id, kind, rank, NULL AS predicted, NULL AS failure, tokens, activations
+                SELECT node_id, sampling, rank, NULL AS predicted, NULL AS failure, tokens, activations
                 FROM activation_records WHERE list_contains(?::VARCHAR[], node_id) AND split = 'score'
-                ORDER BY node_id, CASE kind WHEN 'top' THEN 0 WHEN 'random' THEN 1 ELSE 2 END, rank""", [missing]):
+                ORDER BY node_id, CASE sampling WHEN 'top' THEN 0 WHEN 'random' THEN 1 ELSE 2 END, rank""", [missing]):
             by_node[r["node_id"]].append(r)
     return {nid: _pick_windows(rows, n) for nid, rows in by_node.items()}, scale
 
@@ -603,7 +603,7 @@ def _node_card(model: str, n: dict, ex: Explained, tasks: list[str], windows: li
     if not windows:
         heat = "<p class='muted'>no score windows stored for this node</p>"
     return (f'<article class="node-card" id="{esc(uid)}"><h4>{esc(n["name"])}</h4>'
-            f'<p class="muted">layer {esc(n["layer"])} · {esc(n["location"])} · index {esc(n["idx"])} · '
+            f'<p class="muted">layer {esc(n["layer"])} · {esc(n["site"])} · index {esc(n["idx"])} · '
             f"in the circuits of {esc(', '.join(tasks))} · largest |activation| {_num(scale, 3)}</p>"
             f"{table}{cands}<div class='heatmaps'>{heat}</div></article>")
 

@@ -1,70 +1,6 @@
-"""The project's one DuckDB file, and the only place that creates or migrates its tables.
+"""The `Store`: an open connection to the circuits database and every query the tool makes.
 
-Everything the tool produces (models, circuits, nodes, edges, activation records, explanations,
-scores) lives in a single DuckDB database, `circuits.duckdb` by default (see `resolve_db_path`).
-DuckDB lets one process write a file at a time; a second writer gets a `UserError`.
-
-Tables
-------
-schema_version(version INTEGER, applied_at TIMESTAMP)
-    One row per applied migration. The highest `version` is the schema of the file.
-models (migration 1)
-    name VARCHAR PRIMARY KEY, config JSON, corpus_manifest JSON, n_params BIGINT,
-    n_nonzero BIGINT, density JSON (matrix name -> fraction of nonzero weights),
-    train_loss DOUBLE, val_loss DOUBLE, tokens_seen BIGINT, steps BIGINT,
-    checkpoint_path VARCHAR, run_dir VARCHAR, created_at TIMESTAMP, updated_at TIMESTAMP
-    (timestamps are UTC and set by `Store.upsert_model`).
-tasks, task_evals, nodes, circuits, circuit_nodes, edges, view circuit_summary (migration 2)
-    Task definitions and the full model's loss on them; every node of a model; pruned circuits
-    with their nodes and edges (see the SQL in `MIGRATIONS`).
-activation_records (migration 3)
-    node_id, model, kind (top | random | quantile), rank, split (explain | score | calibrate |
-    holdout), start (window offset in the validation tokens), max_activation, tokens VARCHAR[],
-    activations DOUBLE[], sample_seed, created_at; PRIMARY KEY (node_id, kind, rank).
-explanations (migration 3)
-    explanation_id PRIMARY KEY, node_id, model, kind (llm | token_lookup | shuffled), text (NULL when
-    none was usable, see failure), candidate (index among best-of-k), selected (picked on the
-    calibrate split; true for baselines), source_node_id (shuffled: whose explanation),
-    explainer, explain_prompt, simulator, simulate_prompt (prompt versions), settings_key (hash
-    of the settings that change the result; reruns skip done work by it), settings JSON,
-    calibration_slope, calibration_intercept, failure, raw_text (unusable LLM output),
-    purpose ('circuit' | 'eval'), created_at.
-simulations (migration 3)
-    explanation_id, node_id, kind, rank (the activation record simulated), split, predicted
-    DOUBLE[] (NULL on failure), simulator, failure, raw_text; PRIMARY KEY (explanation_id, kind, rank).
-scores (migration 3)
-    explanation_id, split (score = held-out test | calibrate = validation for best-of-k), method
-    (correlation | mean_window_correlation | r_squared | absolute_deviation_explained), value
-    (NULL when undefined, never NaN), n_tokens; PRIMARY KEY (explanation_id, split, method).
-node_scores (view, migration 3)
-    One row per selected explanation and per task with a circuit containing its node (task NULL
-    for nodes in no circuit): model, task, node_id, name, layer, location, kind, explanation,
-    explainer, simulator, score (correlation on split 'score'), mean_window_correlation,
-    r_squared, absolute_deviation_explained, validation_score (correlation on 'calibrate'),
-    failure, purpose, settings_key, explanation_id, created_at.
-jobs (migration 4)
-    job_id PRIMARY KEY, command, model, backend, llm_model, base_url, settings_key, status
-    (running | finished | interrupted | failed), pid, error, started_at, finished_at.
-llm_requests (migration 4)
-    One row per LLM request a job made (or took from the cache): job_id, seq, explanation_id,
-    node_id, method (chat | prompt_logprobs), cache_hit, prompt_tokens, completion_tokens,
-    tokens_estimated (the server gave no usage: about 4 characters per token), seconds, attempts,
-    status (ok | error), error, cost (NULL without a price table), created_at.
-llm_cache (migration 4)
-    key PRIMARY KEY (sha256 of endpoint, model, method and the full request; never the API key),
-    endpoint, model, method, response JSON, cache_version, created_at.
-explanations.job_id (migration 4): the job that wrote the row.
-job_summary (view, migration 4)
-    One row per job with nodes done, failures, requests, cache hits, tokens, cost and seconds,
-    computed from the rows the job wrote, so a killed job is counted too.
-
-Adding a migration
-------------------
-Append `(next_version, "SQL script")` to `MIGRATIONS` below, where `next_version` is the last
-version plus one; never edit or reorder an entry that has been committed, because existing files
-have already applied it. A script may hold several `;`-separated statements; each migration runs
-in its own transaction together with its `schema_version` row, so it is applied fully or not at
-all. Add the new tables to the list above. JSON columns come back from `Store` as Python objects.
+The tables, views and migrations are described in `schema.py`.
 """
 
 from __future__ import annotations
@@ -81,262 +17,11 @@ import duckdb
 
 from sparse_model.errors import UserError
 
+from . import schema
+
+
 DEFAULT_DB = "circuits.duckdb"
 ENV_VAR = "CIRCUITS_DB"
-
-MIGRATIONS: list[tuple[int, str]] = [
-    (
-        1,
-        """
-        CREATE TABLE models (
-            name VARCHAR PRIMARY KEY,
-            config JSON,
-            corpus_manifest JSON,
-            n_params BIGINT,
-            n_nonzero BIGINT,
-            density JSON,
-            train_loss DOUBLE,
-            val_loss DOUBLE,
-            tokens_seen BIGINT,
-            steps BIGINT,
-            checkpoint_path VARCHAR,
-            run_dir VARCHAR,
-            created_at TIMESTAMP,
-            updated_at TIMESTAMP
-        );
-        """,
-    ),
-    (
-        2,
-        """
-        CREATE TABLE tasks (
-            name VARCHAR PRIMARY KEY,
-            description VARCHAR,
-            answers JSON,
-            random_labels BOOLEAN,
-            updated_at TIMESTAMP
-        );
-        CREATE TABLE task_evals (
-            model VARCHAR,
-            task VARCHAR,
-            loss DOUBLE,
-            accuracy DOUBLE,
-            mean_logit_diff DOUBLE,
-            n_val INTEGER,
-            learned BOOLEAN,
-            target_loss DOUBLE,
-            created_at TIMESTAMP,
-            PRIMARY KEY (model, task)
-        );
-        CREATE TABLE nodes (
-            node_id VARCHAR PRIMARY KEY,
-            model VARCHAR,
-            layer INTEGER,
-            location VARCHAR,
-            idx INTEGER,
-            name VARCHAR,
-            mean DOUBLE
-        );
-        CREATE INDEX nodes_model ON nodes (model);
-        CREATE TABLE circuits (
-            circuit_id VARCHAR PRIMARY KEY,
-            model VARCHAR,
-            task VARCHAR,
-            status VARCHAR,
-            target_loss DOUBLE,
-            full_loss DOUBLE,
-            full_accuracy DOUBLE,
-            selection_loss DOUBLE,
-            sufficiency_loss DOUBLE,
-            sufficiency_accuracy DOUBLE,
-            necessity_loss DOUBLE,
-            sufficient BOOLEAN,
-            n_nodes INTEGER,
-            n_edges INTEGER,
-            n_candidates INTEGER,
-            settings JSON,
-            settings_digest VARCHAR,
-            seconds DOUBLE,
-            created_at TIMESTAMP
-        );
-        CREATE TABLE circuit_nodes (
-            circuit_id VARCHAR,
-            node_id VARCHAR,
-            rank INTEGER,
-            score DOUBLE,
-            PRIMARY KEY (circuit_id, node_id)
-        );
-        CREATE TABLE edges (
-            circuit_id VARCHAR,
-            source VARCHAR,
-            target VARCHAR,
-            weight DOUBLE,
-            kind VARCHAR
-        );
-        CREATE INDEX edges_circuit ON edges (circuit_id);
-        CREATE VIEW circuit_summary AS
-            SELECT c.model, c.task, c.status, c.n_nodes, c.n_edges, c.full_loss, c.sufficiency_loss,
-                   c.necessity_loss, c.sufficient, c.target_loss, t.random_labels, c.circuit_id
-            FROM circuits c LEFT JOIN tasks t ON t.name = c.task;
-        """,
-    ),
-    (
-        3,
-        """
-        CREATE TABLE activation_records (
-            node_id VARCHAR,          -- nodes.node_id, e.g. 'demo/L1.mlp.neuron[37]'
-            model VARCHAR,
-            kind VARCHAR,             -- top | random | quantile
-            rank INTEGER,
-            split VARCHAR,            -- explain | score | calibrate | holdout
-            start BIGINT,             -- offset of the window in the validation token array
-            max_activation DOUBLE,
-            tokens VARCHAR[],
-            activations DOUBLE[],
-            sample_seed INTEGER,
-            created_at TIMESTAMP,
-            PRIMARY KEY (node_id, kind, rank)
-        );
-        CREATE TABLE explanations (
-            explanation_id VARCHAR PRIMARY KEY,
-            node_id VARCHAR,
-            model VARCHAR,
-            kind VARCHAR,             -- llm | token_lookup | shuffled
-            text VARCHAR,             -- NULL when no usable explanation was produced (see failure)
-            candidate INTEGER,        -- index among the best-of-k candidates (0 for baselines)
-            selected BOOLEAN,         -- the candidate picked on the calibrate (validation) split; true for baselines
-            source_node_id VARCHAR,   -- shuffled: the node whose explanation this is; else NULL
-            explainer VARCHAR,        -- e.g. 'local:SmolLM2-135M-Instruct', 'openai:gpt-4o-mini', 'token_lookup'
-            explain_prompt VARCHAR,   -- prompt version (content hash); NULL for token_lookup
-            simulator VARCHAR,        -- all_at_once | chat_logprobs | text | token_lookup
-            simulate_prompt VARCHAR,  -- prompt version; NULL for token_lookup
-            settings_key VARCHAR,     -- hash of every setting that changes the result; reruns skip done work by it
-            settings JSON,
-            calibration_slope DOUBLE,
-            calibration_intercept DOUBLE,
-            failure VARCHAR,          -- why this explanation has no score, if it has none
-            raw_text VARCHAR,         -- the LLM's raw output when it could not be used
-            purpose VARCHAR DEFAULT 'circuit',  -- 'circuit' for real jobs, 'eval' for the ground-truth suite
-            created_at TIMESTAMP
-        );
-        CREATE INDEX explanations_node ON explanations (node_id);
-        CREATE TABLE simulations (
-            explanation_id VARCHAR,
-            node_id VARCHAR,
-            kind VARCHAR,             -- the activation record simulated: (node_id, kind, rank)
-            rank INTEGER,
-            split VARCHAR,
-            predicted DOUBLE[],       -- NULL on failure
-            simulator VARCHAR,
-            failure VARCHAR,          -- NULL if the simulation succeeded
-            raw_text VARCHAR,         -- raw LLM output kept when it failed to parse
-            PRIMARY KEY (explanation_id, kind, rank)
-        );
-        CREATE TABLE scores (
-            explanation_id VARCHAR,
-            split VARCHAR,            -- score (the held-out test split) | calibrate (validation, used to pick best-of-k)
-            method VARCHAR,           -- correlation | mean_window_correlation | r_squared | absolute_deviation_explained
-            value DOUBLE,             -- NULL when undefined (e.g. a constant vector), never 0 for undefined
-            n_tokens INTEGER,
-            PRIMARY KEY (explanation_id, split, method)
-        );
-        CREATE VIEW node_scores AS
-            WITH s AS (
-                SELECT explanation_id,
-                       max(value) FILTER (WHERE split = 'score' AND method = 'correlation') AS score,
-                       max(value) FILTER (WHERE split = 'score' AND method = 'mean_window_correlation')
-                           AS mean_window_correlation,
-                       max(value) FILTER (WHERE split = 'score' AND method = 'r_squared') AS r_squared,
-                       max(value) FILTER (WHERE split = 'score' AND method = 'absolute_deviation_explained')
-                           AS absolute_deviation_explained,
-                       max(value) FILTER (WHERE split = 'calibrate' AND method = 'correlation')
-                           AS validation_score
-                FROM scores GROUP BY explanation_id
-            ), cc AS (
-                SELECT DISTINCT cn.node_id, c.task  -- a node pruned for a task several times: one row
-                FROM circuit_nodes cn JOIN circuits c ON c.circuit_id = cn.circuit_id
-            )
-            SELECT e.model, cc.task, e.node_id, n.name, n.layer, n.location, e.kind,
-                   e.text AS explanation, e.explainer, e.simulator, s.score, s.mean_window_correlation,
-                   s.r_squared, s.absolute_deviation_explained, s.validation_score, e.failure,
-                   e.purpose, e.settings_key, e.explanation_id, e.created_at
-            FROM explanations e
-            LEFT JOIN nodes n ON n.node_id = e.node_id
-            LEFT JOIN cc ON cc.node_id = e.node_id
-            LEFT JOIN s ON s.explanation_id = e.explanation_id
-            WHERE e.selected;
-        """,
-    ),
-    (
-        4,
-        """
-        CREATE TABLE jobs (
-            job_id VARCHAR PRIMARY KEY,
-            command VARCHAR,
-            model VARCHAR,
-            backend VARCHAR,
-            llm_model VARCHAR,
-            base_url VARCHAR,
-            settings_key VARCHAR,
-            status VARCHAR,
-            pid INTEGER,
-            error VARCHAR,
-            started_at TIMESTAMP,
-            finished_at TIMESTAMP
-        );
-        CREATE TABLE llm_requests (
-            job_id VARCHAR,
-            seq INTEGER,
-            explanation_id VARCHAR,
-            node_id VARCHAR,
-            method VARCHAR,
-            cache_hit BOOLEAN,
-            prompt_tokens INTEGER,
-            completion_tokens INTEGER,
-            tokens_estimated BOOLEAN,
-            seconds DOUBLE,
-            attempts INTEGER,
-            status VARCHAR,
-            error VARCHAR,
-            cost DOUBLE,
-            created_at TIMESTAMP
-        );
-        CREATE INDEX llm_requests_job ON llm_requests (job_id);
-        CREATE TABLE llm_cache (
-            key VARCHAR PRIMARY KEY,
-            endpoint VARCHAR,
-            model VARCHAR,
-            method VARCHAR,
-            response JSON,
-            cache_version INTEGER,
-            created_at TIMESTAMP
-        );
-        ALTER TABLE explanations ADD COLUMN job_id VARCHAR;
-        CREATE VIEW job_summary AS
-            WITH r AS (
-                SELECT job_id, count(*) AS requests, count(*) FILTER (WHERE cache_hit) AS cache_hits,
-                       count(*) FILTER (WHERE status <> 'ok') AS request_errors,
-                       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
-                       sum(cost) AS cost, max(created_at) AS last_request
-                FROM llm_requests GROUP BY job_id
-            ), e AS (
-                SELECT job_id, count(DISTINCT node_id) AS nodes_done,
-                       count(DISTINCT node_id) FILTER (WHERE failure IS NOT NULL OR text IS NULL) AS failures
-                FROM explanations WHERE kind = 'llm' AND selected GROUP BY job_id
-            )
-            SELECT j.job_id, j.started_at, j.status, j.model, j.backend, j.llm_model,
-                   coalesce(e.nodes_done, 0) AS nodes_done, coalesce(e.failures, 0) AS failures,
-                   coalesce(r.requests, 0) AS requests, coalesce(r.cache_hits, 0) AS cache_hits,
-                   coalesce(r.request_errors, 0) AS request_errors,
-                   coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
-                   r.cost,
-                   date_diff('millisecond', j.started_at, coalesce(j.finished_at, r.last_request, j.started_at)) / 1000.0
-                       AS seconds,
-                   j.settings_key, j.error, j.pid, j.command
-            FROM jobs j LEFT JOIN r USING (job_id) LEFT JOIN e USING (job_id);
-        """,
-    ),
-]
 
 # Bytes 8..12 of every DuckDB file (after an 8-byte checksum) are this magic string.
 _MAGIC = b"DUCK"
@@ -474,7 +159,7 @@ class Store:
         return self.con.execute(sql).fetchone()[0]
 
     def _migrate(self) -> None:
-        known = MIGRATIONS[-1][0] if MIGRATIONS else 0
+        known = schema.MIGRATIONS[-1][0] if schema.MIGRATIONS else 0
         current = self.schema_version()
         if current > known:
             raise UserError(
@@ -486,7 +171,7 @@ class Store:
         self.con.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, applied_at TIMESTAMP)"
         )
-        for version, script in MIGRATIONS:
+        for version, script in schema.MIGRATIONS:
             if version <= current:
                 continue
             self.con.begin()
@@ -589,10 +274,12 @@ class Store:
         })
 
     def save_nodes(self, model: str, rows: list[dict]) -> None:
-        """Every node of a model (node_id, layer, location, idx, name, mean); replaces the model's nodes."""
+        """Every node of a model (each row: node, a `sparse_model.nodes.Node`; layer; mean);
+        replaces the model's nodes."""
         self._transaction([("DELETE FROM nodes WHERE model = ?", [model])], many={
-            "INSERT INTO nodes VALUES (?, ?, ?, ?, ?, ?, ?)":
-                [[r["node_id"], model, r["layer"], r["location"], r["idx"], r["name"], r["mean"]] for r in rows],
+            "INSERT INTO nodes (node_id, model, layer, location, site, idx, name, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?)":
+                [[r["node"].node_id(model), model, r["layer"], r["node"].location, r["node"].site, r["node"].index,
+                  r["node"].name, r["mean"]] for r in rows],
         })
 
     def has_nodes(self, model: str) -> bool:
@@ -617,6 +304,20 @@ class Store:
         sql = "SELECT * FROM circuits" + (" WHERE model = ?" if model else "") + " ORDER BY model, task, created_at"
         return _rows_as_dicts(self.con.execute(sql, [model] if model else []))
 
+    def newest_circuits(self, model: str) -> dict[str, dict]:
+        """Task -> the newest stored circuit of that task (the one `circuits explain --task` explains)."""
+        rows = _rows_as_dicts(self.con.execute(
+            "SELECT * FROM circuits WHERE model = ? QUALIFY row_number() OVER (PARTITION BY task "
+            "ORDER BY created_at DESC, circuit_id DESC) = 1 ORDER BY task", [model]))
+        return {r["task"]: r for r in rows}
+
+    def circuit_with_settings(self, model: str, task: str, settings_digest: str) -> dict | None:
+        """The circuit of a task pruned with these settings, if stored."""
+        rows = _rows_as_dicts(self.con.execute(
+            "SELECT * FROM circuits WHERE model = ? AND task = ? AND settings_digest = ? "
+            "ORDER BY created_at DESC LIMIT 1", [model, task, settings_digest]))
+        return rows[0] if rows else None
+
     def circuit_nodes(self, circuit_id: str) -> list[dict]:
         return _rows_as_dicts(self.con.execute(
             "SELECT n.*, cn.rank, cn.score FROM circuit_nodes cn JOIN nodes n USING (node_id) "
@@ -630,22 +331,22 @@ class Store:
     def save_activation_records(self, model: str, node_id: str, rows: list[dict]) -> None:
         """Replace all activation records of `node_id` in one transaction (so a rerun never mixes samples).
 
-        Each row: kind, rank, split, start, max_activation, tokens (list[str]), activations
+        Each row: sampling, rank, split, start, max_activation, tokens (list[str]), activations
         (list[float]), sample_seed.
         """
         now = _now()
         self._transaction([("DELETE FROM activation_records WHERE node_id = ?", [node_id])], many={
             "INSERT INTO activation_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)":
-                [[node_id, model, r["kind"], r["rank"], r["split"], r["start"], r["max_activation"],
+                [[node_id, model, r["sampling"], r["rank"], r["split"], r["start"], r["max_activation"],
                   [str(t) for t in r["tokens"]], [float(a) for a in r["activations"]], r["sample_seed"], now]
                  for r in rows],
         })
 
     def activation_records(self, node_id: str, split: str | None = None) -> list[dict]:
-        """A node's records, ordered by split, kind (top, random, quantile) and rank."""
+        """A node's records, ordered by split, sampling (top, random, quantile) and rank."""
         sql = "SELECT * FROM activation_records WHERE node_id = ?" + (" AND split = ?" if split else "")
-        sql += (" ORDER BY split, CASE kind WHEN 'top' THEN 0 WHEN 'random' THEN 1 WHEN 'quantile' THEN 2"
-                " ELSE 3 END, kind, rank")
+        sql += (" ORDER BY split, CASE sampling WHEN 'top' THEN 0 WHEN 'random' THEN 1 WHEN 'quantile' THEN 2"
+                " ELSE 3 END, sampling, rank")
         return _rows_as_dicts(self.con.execute(sql, [node_id, split] if split else [node_id]))
 
     def record_windows(self, model: str) -> dict[str, int]:
@@ -663,7 +364,7 @@ class Store:
         """Like `save_explanation` for many explanations, all in one transaction.
 
         An explanation dict holds the explanations columns except created_at (missing ones are
-        NULL; settings is a dict; purpose defaults to 'circuit'). Simulations: kind, rank, split,
+        NULL; settings is a dict; purpose defaults to 'circuit'). Simulations: sampling, rank, split,
         predicted, simulator, failure, raw_text. Scores: split, method, value (NaN is stored as
         NULL), n_tokens.
         """
@@ -689,7 +390,7 @@ class Store:
             inserts.append((insert_sql, [row.get(c) for c in columns]))
             for s in sims:
                 predicted = s.get("predicted")
-                sim_rows.append([eid, e.get("node_id"), s["kind"], s["rank"], s.get("split"),
+                sim_rows.append([eid, e.get("node_id"), s["sampling"], s["rank"], s.get("split"),
                                  None if predicted is None else [float(x) for x in predicted],
                                  s.get("simulator", e.get("simulator")), s.get("failure"), s.get("raw_text")])
             for sc in scs:
@@ -757,12 +458,60 @@ class Store:
 
     def simulations(self, explanation_id: str) -> list[dict]:
         return _rows_as_dicts(self.con.execute(
-            "SELECT * FROM simulations WHERE explanation_id = ? ORDER BY split, kind, rank", [explanation_id]))
+            "SELECT * FROM simulations WHERE explanation_id = ? ORDER BY split, sampling, rank", [explanation_id]))
 
     def scores(self, explanation_id: str) -> dict[tuple[str, str], float | None]:
         """(split, method) -> value (None when undefined) for one explanation."""
         rows = self.con.execute("SELECT split, method, value FROM scores WHERE explanation_id = ?", [explanation_id])
         return {(split, method): value for split, method, value in rows.fetchall()}
+
+    # ---- summaries the jobs print --------------------------------------------------------------
+
+    def real_node_scores(self, model: str | None = None) -> list[dict]:
+        """Stored scores of real circuit nodes (purpose 'circuit'), per model, simulator and kind (llm,
+        token_lookup, shuffled): nodes, mean score, and, for llm, the fraction of nodes where the
+        node's own LLM explanation beats the shuffled one (another node's explanation) on the same
+        windows, ties 1/2, an AUROC of the simulator on real nodes."""
+        where = "WHERE purpose = 'circuit' AND score IS NOT NULL" + (" AND model = ?" if model else "")
+        params = [model] if model else []
+        rows = self.con.execute(
+            f"SELECT model, simulator, kind, count(DISTINCT node_id), avg(score) FROM node_scores {where} "
+            "GROUP BY ALL ORDER BY ALL", params).fetchall()
+        out = [{"model": m, "simulator": sim, "kind": k, "nodes": n, "mean_score": v, "llm_beats_shuffled": None}
+               for m, sim, k, n, v in rows]
+        pairs = self.con.execute(
+            "SELECT l.model, l.simulator, avg(CASE WHEN l.score > s.score THEN 1.0 WHEN l.score = s.score THEN 0.5 "
+            "ELSE 0.0 END), count(*) FROM node_scores l JOIN node_scores s ON s.node_id = l.node_id "
+            "AND s.settings_key = l.settings_key AND s.kind = 'shuffled' "
+            "WHERE l.kind = 'llm' AND l.purpose = 'circuit' AND l.score IS NOT NULL AND s.score IS NOT NULL"
+            + (" AND l.model = ?" if model else "") + " GROUP BY ALL", params).fetchall()
+        for m, sim, frac, _n in pairs:
+            for row in out:
+                if row["model"] == m and row["simulator"] == sim and row["kind"] == "llm":
+                    row["llm_beats_shuffled"] = frac
+        return out
+
+    def task_summary(self, model: str, task: str) -> dict | None:
+        """The newest circuit of a task (unpruned loss, size, losses), how many of its nodes have an
+        LLM explanation, and the best-scoring one beside the token-lookup score of the same node."""
+        found = self.con.execute(
+            "SELECT full_loss, n_nodes, n_edges, sufficiency_loss, necessity_loss FROM circuits "
+            "WHERE model = ? AND task = ? ORDER BY created_at DESC LIMIT 1", [model, task]).fetchone()
+        if found is None:
+            return None
+        full, n_nodes, n_edges, suff, nec = found
+        best = self.con.execute(
+            "SELECT l.name, l.explanation, l.score, t.score FROM node_scores l "
+            "LEFT JOIN node_scores t ON t.node_id = l.node_id AND t.kind = 'token_lookup' AND t.task = l.task "
+            "AND t.settings_key = l.settings_key "
+            "WHERE l.model = ? AND l.task = ? AND l.kind = 'llm' AND l.score IS NOT NULL "
+            "ORDER BY l.score DESC LIMIT 1", [model, task]).fetchone()
+        name, text, score, lookup = best if best else (None, None, None, None)
+        explained = self.con.execute("SELECT count(DISTINCT node_id) FROM node_scores WHERE model = ? AND task = ? "
+                                     "AND kind = 'llm'", [model, task]).fetchone()[0]
+        return {"task": task, "unpruned_loss": full, "nodes": n_nodes, "edges": n_edges, "sufficiency_loss": suff,
+                "necessity_loss": nec, "explained": explained, "best_node": name, "best_explanation": text,
+                "score": score, "token_lookup_score": lookup}
 
     # ---- export ---------------------------------------------------------------------------------
 

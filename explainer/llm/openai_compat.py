@@ -40,7 +40,7 @@ from typing import Any, Iterator
 
 import openai
 
-from .llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError, LLMRequestError,
+from .client import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError, LLMRequestError,
                   LLMOutputError, PromptLogprobsRequest, PromptLogprobsResult)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

@@ -19,10 +19,11 @@ from typing import Callable
 from sparse_model.prune import PruneSettings
 from sparse_model.train import train
 
-from .circuit_jobs import evaluate_tasks_job, prune_job
-from .explain_jobs import ExplainSettings, explain_job
-from .llm import LLMClient, make_client
-from .store import Store
+from ..llm import LLMClient, make_client
+from ..report import write_report
+from ..store import Store
+from .circuits import evaluate_tasks_job, prune_job
+from .explain import ExplainSettings, explain_job
 
 DEMO_TARGET_LOSS = 0.5
 
@@ -41,13 +42,6 @@ class DemoSettings:
     prune: PruneSettings = field(default_factory=lambda: PruneSettings(target_loss=DEMO_TARGET_LOSS))
     explain: ExplainSettings = field(default_factory=lambda: ExplainSettings(
         explanations_per_node=2, window=32, explain_windows=3, score_windows=3, calibrate_windows=3))
-
-
-def _stored_circuit(store: Store, model: str, task: str, digest: str) -> dict | None:
-    for c in store.list_circuits(model):
-        if c["task"] == task and c["settings_digest"] == digest:
-            return c
-    return None
 
 
 def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClient | None = None,
@@ -69,7 +63,7 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
 
     log(f"[3/5] pruning {len(learned)} learned task(s): {', '.join(learned)}")
     for task in learned:
-        if _stored_circuit(store, model, task, s.prune.digest()) is None:
+        if store.circuit_with_settings(model, task, s.prune.digest()) is None:
             prune_job(store, s.out, [task], s.prune, progress=progress)
 
     nodes = _nodes_to_explain(store, model, learned, s.prune.digest(), s.max_nodes_per_task)
@@ -81,7 +75,6 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
                     progress=progress, command="circuits demo")
 
     log(f"[5/5] writing the report to {s.report}")
-    from .report import write_report
     write_report(store, s.report, model=model)
     return summary_rows(store, model, learned)
 
@@ -91,7 +84,7 @@ def _nodes_to_explain(store: Store, model: str, tasks: list[str], digest: str, l
     `limit` per circuit."""
     out: list[str] = []
     for task in tasks:
-        circuit = _stored_circuit(store, model, task, digest)
+        circuit = store.circuit_with_settings(model, task, digest)
         if circuit is not None:
             ids = [n["node_id"] for n in store.circuit_nodes(circuit["circuit_id"])]
             out += ids if limit is None else ids[:limit]
@@ -100,26 +93,5 @@ def _nodes_to_explain(store: Store, model: str, tasks: list[str], digest: str, l
 
 def summary_rows(store: Store, model: str, tasks: list[str]) -> list[dict]:
     """Per task: unpruned loss, circuit size and losses, and the best LLM explanation with its score
-    beside the token-lookup baseline's score on the same node."""
-    rows = []
-    for task in tasks:
-        _, found = store.query(
-            "SELECT c.full_loss, c.n_nodes, c.n_edges, c.sufficiency_loss, c.necessity_loss, c.circuit_id "
-            "FROM circuits c WHERE c.model = ? AND c.task = ? ORDER BY c.created_at DESC LIMIT 1", [model, task])
-        if not found:
-            continue
-        full, n_nodes, n_edges, suff, nec, _cid = found[0]
-        _, best = store.query(
-            "SELECT l.name, l.explanation, l.score, t.score FROM node_scores l "
-            "LEFT JOIN node_scores t ON t.node_id = l.node_id AND t.kind = 'token_lookup' AND t.task = l.task "
-            "AND t.settings_key = l.settings_key "
-            "WHERE l.model = ? AND l.task = ? AND l.kind = 'llm' AND l.score IS NOT NULL "
-            "ORDER BY l.score DESC LIMIT 1", [model, task])
-        name, text, score, lookup = best[0] if best else (None, None, None, None)
-        _, counted = store.query("SELECT count(DISTINCT node_id) FROM node_scores WHERE model = ? AND task = ? "
-                                 "AND kind = 'llm'", [model, task])
-        explained = counted[0][0]
-        rows.append({"task": task, "unpruned_loss": full, "nodes": n_nodes, "edges": n_edges,
-                     "sufficiency_loss": suff, "necessity_loss": nec, "explained": explained, "best_node": name, "best_explanation": text,
-                     "score": score, "token_lookup_score": lookup})
-    return rows
+    beside the token-lookup baseline's score on the same node (`Store.task_summary`)."""
+    return [row for task in tasks if (row := store.task_summary(model, task)) is not None]

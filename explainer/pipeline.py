@@ -1,0 +1,131 @@
+"""One explanation's path through the method: windows, simulations, scores.
+
+The explain job (real circuit nodes) and the ground-truth suite (rule neurons) both go through
+these functions, so a score means the same thing in both:
+
+1. `pick_windows`: from a node's records dealt into splits, the windows shown to the explainer
+   (top windows of the explain split) and, on the calibrate and score splits, n top windows and as
+   many random ones (the paper's top-and-random scoring).
+2. `simulate_split`: the simulator predicts every window of a split from the explanation alone.
+3. `score_simulations`: a calibration fitted on the calibrate split, then the scores of each split
+   (`scoring.SplitScore`); the calibrated scores (r², absolute deviation) on the score split.
+
+    windows = pick_windows(split_records(sample_records(...)), explain=5, calibrate=5, score=5)
+    scored = asyncio.run(simulate_and_score(simulator, "the keyword return", windows))
+    scored.scores[SCORE].correlation
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from . import scoring
+from .records import CALIBRATE, EXPLAIN, SCORE, ActivationRecord
+from .simulators import Simulation, Simulator
+
+# Explanation kinds (the `kind` column of explanations and node_scores).
+LLM = "llm"  # written by the explainer LLM
+TOKEN_LOOKUP = "token_lookup"  # baseline: each token's mean activation over the explain windows, no LLM
+SHUFFLED = "shuffled"  # control: another node's LLM explanation, simulated for this node
+CORRECT, WRONG = "correct", "wrong"  # ground-truth suite: a rule's correct and wrong explanations
+AUROC = "auroc"  # ground-truth suite: a rule's discrimination, stored as an explanation without text
+NODE_KINDS = (LLM, TOKEN_LOOKUP, SHUFFLED)  # the kinds every explained circuit node has
+TOKEN_LOOKUP_TEXT = "each token's mean activation over the explanation windows"
+
+
+@dataclass
+class Windows:
+    """The windows one explanation is made from and judged on."""
+
+    explain: list[ActivationRecord]
+    calibrate: list[ActivationRecord] = field(default_factory=list)
+    score: list[ActivationRecord] = field(default_factory=list)
+
+    def split(self, name: str) -> list[ActivationRecord]:
+        return {EXPLAIN: self.explain, CALIBRATE: self.calibrate, SCORE: self.score}[name]
+
+
+def _top_and_random(records: Sequence[ActivationRecord], n: int) -> list[ActivationRecord]:
+    return [r for r in records if r.sampling == "top"][:n] + [r for r in records if r.sampling == "random"][:n]
+
+
+def pick_windows(splits: dict[str, list[ActivationRecord]], explain: int, calibrate: int, score: int) -> Windows:
+    """`explain` top windows of the explain split; `calibrate` (and `score`) top windows and as many
+    random ones of the calibrate (and score) split. Records keep their order within a split."""
+    return Windows(explain=[r for r in splits.get(EXPLAIN, []) if r.sampling == "top"][:explain],
+                   calibrate=_top_and_random(splits.get(CALIBRATE, []), calibrate),
+                   score=_top_and_random(splits.get(SCORE, []), score))
+
+
+@dataclass
+class ScoredExplanation:
+    """An explanation with its simulations and scores, split by split (only the splits it was
+    simulated on). `failure` says why it has no score on the score split, if it has none."""
+
+    text: str | None
+    simulations: dict[str, list[Simulation]] = field(default_factory=dict)
+    scores: dict[str, scoring.SplitScore] = field(default_factory=dict)
+    calibration: tuple[float, float] | None = None
+    failure: str | None = None
+
+    @property
+    def score(self) -> float | None:
+        """The headline score: pooled correlation on the score split."""
+        found = self.scores.get(SCORE)
+        return found.correlation if found is not None else None
+
+
+def all_failed(sims: Sequence[Simulation]) -> str | None:
+    """Why a split has no score: every simulation of it failed (None if any succeeded)."""
+    failed = [s for s in sims if s.predicted is None]
+    if failed and len(failed) == len(sims):
+        return f"all {len(sims)} simulations failed; first: {failed[0].failure}"
+    return None
+
+
+async def simulate_split(simulator: Simulator, text: str, records: Sequence[ActivationRecord]) -> list[Simulation]:
+    """The simulator's prediction for every window of `records`."""
+    if not records:
+        return []
+    return await simulator.simulate_windows(text, [r.tokens for r in records])
+
+
+def score_simulations(text: str | None, windows: Windows, simulations: dict[str, list[Simulation]]) -> ScoredExplanation:
+    """Scores of an explanation whose windows were simulated: the calibration is fitted on the
+    calibrate split (if simulated) and applied on the score split."""
+    out = ScoredExplanation(text, simulations=simulations)
+    if CALIBRATE in simulations:
+        cal = simulations[CALIBRATE]
+        out.calibration = scoring.calibration_of([r.activations for r in windows.calibrate], [s.predicted for s in cal])
+        out.scores[CALIBRATE] = scoring.score_windows([r.activations for r in windows.calibrate],
+                                                      [s.predicted for s in cal])
+    if SCORE in simulations:
+        test = simulations[SCORE]
+        out.scores[SCORE] = scoring.score_windows([r.activations for r in windows.score], [s.predicted for s in test],
+                                                  out.calibration)
+        out.failure = all_failed(test)
+    return out
+
+
+async def simulate_and_score(simulator: Simulator, text: str, windows: Windows,
+                             calibrate_simulations: list[Simulation] | None = None) -> ScoredExplanation:
+    """Simulate `text` on the calibrate split (unless its simulations are given) and on the score
+    split, and score it."""
+    sims = {}
+    if windows.calibrate:
+        sims[CALIBRATE] = calibrate_simulations if calibrate_simulations is not None else \
+            await simulate_split(simulator, text, windows.calibrate)
+    sims[SCORE] = await simulate_split(simulator, text, windows.score)
+    return score_simulations(text, windows, sims)
+
+
+def token_lookup(windows: Windows) -> ScoredExplanation:
+    """The token-lookup baseline, scored exactly like an explanation."""
+    sims = {}
+    for split in ([CALIBRATE] if windows.calibrate else []) + [SCORE]:
+        recs = windows.split(split)
+        preds = scoring.token_lookup_predictions(windows.explain, recs)
+        sims[split] = [Simulation([float(x) for x in p]) for p in preds] if preds is not None else \
+            [Simulation(None, failure="no explanation windows") for _ in recs]
+    return score_simulations(TOKEN_LOOKUP_TEXT, windows, sims)

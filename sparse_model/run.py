@@ -1,0 +1,101 @@
+"""A run: one trained model's folder and everything in it, as one object.
+
+    run = Run("runs/demo")
+    run.name, run.config          # from run.json (no tensors loaded)
+    run.model, run.tokenizer      # loaded on first use
+    run.train_tokens(), run.val_tokens(), run.means
+
+Every file name of a run folder is spelled in `checkpoint` (RUN_FILE, TOKENIZER_FILE, ...) and read
+here; nothing else opens a run folder's files by name.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .corpus import load_corpus
+from .errors import UserError
+from .model import SparseGPT
+from .prune import load_or_compute_means
+from .tasks import Task, load_tasks
+from .tokenizer import load_tokenizer
+from .train import prepare_data
+
+
+def is_run_folder(path: Path | str) -> bool:
+    return (Path(path) / ckpt.RUN_FILE).exists()
+
+
+class Run:
+    """A run folder (made by `circuits train`); every part is read once, when first used."""
+
+    def __init__(self, run_dir: Path | str, name: str | None = None):
+        self.run_dir = Path(run_dir)
+        if name is not None:
+            self.__dict__["name"] = name  # known from the store: run.json is not read for it
+
+    @cached_property
+    def config(self) -> dict:
+        """run.json: name, preset, model and train configs, corpus manifest."""
+        if not self.run_dir.is_dir():
+            raise UserError(f"run folder {self.run_dir} does not exist; train one with "
+                            f"`circuits train --out {self.run_dir}`")
+        return ckpt.read_run_file(self.run_dir)
+
+    @cached_property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @cached_property
+    def _loaded(self) -> tuple[SparseGPT, dict]:
+        model, _run, state = ckpt.load_model(self.run_dir)
+        return model, state
+
+    @property
+    def model(self) -> SparseGPT:
+        return self._loaded[0]
+
+    @property
+    def checkpoint(self) -> dict:
+        """checkpoint.json of the current checkpoint: step, losses, file names."""
+        return self._loaded[1]
+
+    @cached_property
+    def tokenizer(self):
+        path = self.run_dir / ckpt.TOKENIZER_FILE
+        if not path.exists():
+            raise UserError(f"{self.run_dir} has no {ckpt.TOKENIZER_FILE}; pass a trained run folder "
+                            f"(circuits train ... --out DIR)")
+        return load_tokenizer(path)
+
+    def val_tokens(self) -> np.ndarray:
+        """The held-out token split: activation records and the ground-truth suite read it."""
+        path = self.run_dir / ckpt.VAL_TOKENS_FILE
+        if not path.exists():
+            raise UserError(f"{self.run_dir} has no {ckpt.VAL_TOKENS_FILE}; pass a trained run folder "
+                            f"(circuits train ... --out DIR)")
+        return np.load(path, mmap_mode="r")
+
+    def train_tokens(self) -> np.ndarray:
+        """The training token split; rebuilt from the corpus if its cache was deleted."""
+        path = self.run_dir / ckpt.TRAIN_TOKENS_FILE
+        if path.exists():
+            return np.load(path, mmap_mode="r")
+        corpus = load_corpus(self.config["corpus"]["root"], val_fraction=self.config["train"]["val_fraction"])
+        if corpus.manifest["sha256"] != self.config["corpus"]["sha256"]:
+            raise UserError(f"the corpus of run {self.name} ({self.config['corpus']['root']}) has changed since "
+                            f"training; restore it or retrain")
+        return prepare_data(self.run_dir, corpus, self.model.cfg.vocab_size, log=lambda s: None)[0]
+
+    @cached_property
+    def means(self):
+        """Each node location's mean activation (the value a pruned node is frozen at)."""
+        return load_or_compute_means(self.run_dir, self.model, self.train_tokens)
+
+    def tasks(self, names: Sequence[str] | None = None) -> list[Task]:
+        return load_tasks(self.tokenizer, names)
