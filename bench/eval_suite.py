@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explainer.evaluation import EvalSettings, SuiteData, run_suite  # noqa: E402
+from explainer.jobs.evaluate import run_suite  # noqa: E402
+from explainer.suite import EvalSettings, SuiteData  # noqa: E402
 from explainer.simulators.embedding import Embedder, EmbeddingSimulator, _load_model  # noqa: E402
 
 LLM_SETTINGS = EvalSettings(window=32, score_windows=2, seeds=(0,))

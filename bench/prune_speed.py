@@ -23,13 +23,13 @@ def main() -> None:
     ap.add_argument("--task", default="single_double_quote")
     args = ap.parse_args()
 
-    from explainer.circuit_jobs import LoadedRun
+    from sparse_model.run import Run
     from sparse_model.prune import (PruneSettings, bisect_keep, circuit_edges, keep_masks, learn_scores, loss_with,
                                     rank_nodes, split_val)
 
     rows = []
     for run_dir in args.runs:
-        run = LoadedRun(run_dir)
+        run = Run(run_dir)
         (task,) = run.tasks([args.task])
         t0 = time.perf_counter()
         means = run.means

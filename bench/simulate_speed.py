@@ -24,8 +24,9 @@ def windows_of_text(n: int, size: int, run: str | None) -> list[list[str]]:
     import json as _json
     src = (Path(_json.__file__).parent / "decoder.py").read_text()
     if run:
-        from sparse_model.tokenizer import load_tokenizer, token_strings
-        tok = load_tokenizer(Path(run) / "tokenizer.json")
+        from sparse_model.run import Run
+        from sparse_model.tokenizer import token_strings
+        tok = Run(run).tokenizer
         toks = token_strings(tok, tok.encode(src).ids)
     else:
         toks = src.split()

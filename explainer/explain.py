@@ -1,6 +1,6 @@
 """The explainer: an LLM reads a node's top windows and writes a one-phrase explanation
-(REFERENCE §2, "Explain"). Best-of-k: k candidates are sampled; the job picks one by its score on
-the validation (calibrate) split.
+(docs/method.md, "Explain"). Best-of-k: k candidates are sampled; the job picks one by its score on
+the calibrate split.
 """
 
 from __future__ import annotations

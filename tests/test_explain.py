@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from explainer.jobs.circuits import prune_job
 from explainer.cli import main
-from explainer.llm import CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatResult, LLMClient, PromptLogprobsRequest
+from explainer.llm import CHAT, PREFILL, PROMPT_LOGPROBS, TOKEN_LOGPROBS, Backend, ChatResult, LLMClient, PromptLogprobsRequest
 from explainer.llm.local import LocalBackend
 from explainer.prompts import all_at_once_prompt, load_prompt, parse_explanation, records_text, show_token
 from explainer.simulators import choose_simulator, expected_value, make_simulator
@@ -55,7 +55,7 @@ def test_every_circuit_node_gets_records_explanations_and_scores(explained):
     assert f"{n} nodes explained, 0 already done" in err
     circuit_nodes = {r[0] for r in _q(db, "SELECT node_id FROM circuit_nodes WHERE circuit_id = ?", [row["circuit_id"]])}
     # Records: stored once per node, 12-token windows, every kind present.
-    recs = _q(db, "SELECT node_id, kind, split, start, len(tokens), len(activations) FROM activation_records")
+    recs = _q(db, "SELECT node_id, sampling, split, start, len(tokens), len(activations) FROM activation_records")
     assert {r[0] for r in recs} == circuit_nodes
     assert all(r[4] == r[5] == 12 for r in recs)
     assert {(r[1], r[2]) for r in recs} >= {("top", "explain"), ("top", "score"), ("random", "score"),
@@ -65,9 +65,12 @@ def test_every_circuit_node_gets_records_explanations_and_scores(explained):
         explain = {r[3] for r in recs if r[0] == nid and r[2] == "explain"}
         held_out = {r[3] for r in recs if r[0] == nid and r[2] in ("score", "calibrate")}
         assert explain and held_out and not explain & held_out
-    # One selected LLM explanation, one token-lookup and one shuffled control per node.
+    # One selected LLM explanation and one token-lookup per node; a shuffled control (another node's
+    # explanation) for every node that has a usable LLM explanation of its own to compare it with.
     kinds = _q(db, "SELECT kind, count(*), count(DISTINCT node_id) FROM explanations WHERE selected GROUP BY kind")
-    assert sorted(kinds) == [("llm", n, n), ("shuffled", n, n), ("token_lookup", n, n)]
+    usable = _q(db, "SELECT count(*) FROM explanations WHERE selected AND kind = 'llm' AND text IS NOT NULL")[0][0]
+    assert usable >= 2, "too few usable explanations to test the shuffled control"
+    assert sorted(kinds) == [("llm", n, n), ("shuffled", usable, usable), ("token_lookup", n, n)]
     # Best-of-2: both candidates stored, exactly one selected per node.
     assert _q(db, "SELECT count(*) FROM explanations WHERE kind = 'llm'")[0][0] == 2 * n
 
@@ -177,7 +180,7 @@ def test_expected_value_renormalises_over_the_digits_present():
 
 def test_choose_simulator_picks_what_the_endpoint_supports():
     assert choose_simulator(frozenset({CHAT, PROMPT_LOGPROBS})) == "all_at_once"
-    assert choose_simulator(frozenset({CHAT, "chat_logprobs"})) == "chat_logprobs"
+    assert choose_simulator(frozenset({CHAT, TOKEN_LOGPROBS})) == "chat_logprobs"
     assert choose_simulator(frozenset({CHAT})) == "text"
     with pytest.raises(UserError, match="cannot run the all_at_once"):
         choose_simulator(frozenset({CHAT}), "all_at_once")

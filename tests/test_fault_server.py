@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from explainer.explain import Explainer
-from explainer.llm import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, ChatRequest, LLMClient, LLMError, LLMOutputError,
+from explainer.llm import (CHAT, TOKEN_LOGPROBS, PROMPT_LOGPROBS, ChatRequest, LLMClient, LLMError, LLMOutputError,
                            PromptLogprobsRequest)
 from explainer.llm import LLMRequestError
 from explainer.llm.openai_compat import OpenAIBackend
@@ -66,7 +66,7 @@ def failure(backend: OpenAIBackend, coro_fn) -> BaseException:
 def test_probe_detects_all_capabilities_and_records_the_key(server):
     backend = backend_for(server, model=None)
     caps = run(backend, backend.probe)
-    assert caps == {CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS}
+    assert caps == {CHAT, TOKEN_LOGPROBS, PROMPT_LOGPROBS}
     assert backend.model == MODEL and backend._shift == 0
     assert server.count("/v1/models") == 1 and server.count("chat/completions") == 2
     assert server.count("/completions") == 1 and server.count(kind="echo") == 1
@@ -241,7 +241,7 @@ def test_logprob_and_text_faults(server):
         return out
 
     out = run(backend, go)
-    assert client_caps == {CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS}
+    assert client_caps == {CHAT, TOKEN_LOGPROBS, PROMPT_LOGPROBS}
     for fault in ("missing-logprobs", "truncated-logprobs", "misaligned-text", "no-choices"):
         assert isinstance(out[fault, "echo"], LLMOutputError), (fault, out[fault, "echo"])
     assert "misaligned" in str(out["truncated-logprobs", "echo"])

@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai.types import Completion
 
-from explainer.llm import (CHAT, CHAT_LOGPROBS, PREFILL, PROMPT_LOGPROBS, ChatRequest, LLMError, LLMOutputError,
+from explainer.llm import (CHAT, TOKEN_LOGPROBS, PREFILL, PROMPT_LOGPROBS, ChatRequest, LLMError, LLMOutputError,
                            PromptLogprobsRequest)
 from explainer.llm import LLMRequestError
 from explainer.llm.openai_compat import OpenAIBackend
@@ -67,7 +67,7 @@ def test_probe_and_chat(llama_server):
     caps = asyncio.run(b.probe())  # probe in one event loop, chat in another (as a CLI would)
     plain, with_lp = run(go, b)
     # llama_cpp.server offers chat log-probs (of generated tokens) and echo log-probs; no prefill.
-    assert caps == {CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS} and PREFILL not in caps
+    assert caps == {CHAT, TOKEN_LOGPROBS, PROMPT_LOGPROBS} and PREFILL not in caps
     assert b.capabilities == caps and b.model == MODEL_ALIAS
     # For SmolLM2 (no BOS token) the server's echoed log-probs are shifted by one token; probe measured it.
     assert b._shift == 1

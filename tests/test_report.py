@@ -167,17 +167,17 @@ def pipeline(tmp_path_factory, hostile_corpus, small_prompts):
         model = store.list_models()[0]["name"]
         nodes = store.circuit_nodes(circuit["circuit_id"])
         target = nodes[0]["node_id"]
-        keep = ("kind", "rank", "split", "start", "max_activation", "tokens", "activations", "sample_seed")
+        keep = ("sampling", "rank", "split", "start", "max_activation", "tokens", "activations", "sample_seed")
         rows = [{k: r[k] for k in keep} for r in store.activation_records(target)]
         acts = [float(i % 4) for i in range(len(HOSTILE_TOKENS))]
-        rows.append({"kind": "top", "rank": 999, "split": "score", "start": 0, "max_activation": max(acts),
+        rows.append({"sampling": "top", "rank": 999, "split": "score", "start": 0, "max_activation": max(acts),
                      "tokens": HOSTILE_TOKENS, "activations": acts, "sample_seed": 0})
         store.save_activation_records(model, target, rows)
         store.save_explanation(
             {"explanation_id": "hostile-llm", "node_id": target, "model": model, "kind": "llm",
              "text": HOSTILE_EXPLANATION, "candidate": 0, "selected": True, "explainer": "openai:<b>evil</b>",
              "simulator": "all_at_once"},
-            [{"kind": "top", "rank": 999, "split": "score", "predicted": [9.0 - a for a in acts]}],
+            [{"sampling": "top", "rank": 999, "split": "score", "predicted": [9.0 - a for a in acts]}],
             [{"split": "score", "method": "correlation", "value": 0.99, "n_tokens": len(acts)}])
         store.save_explanation(
             {"explanation_id": "hostile-failed", "node_id": target, "model": model, "kind": "llm", "text": None,
@@ -381,7 +381,7 @@ def _big_circuit_db(path: Path, n_edges: int = 118_000, n_explained: int = 32) -
                             "density": {"w": 0.25}, "corpus_manifest": {"files": 1, "list": ["a.py"]}})
         store.con.execute("""
             INSERT INTO nodes (node_id, model, layer, site, idx, name, mean, location)
-            SELECT 'big/' || name, 'big', layer, site, idx, name, 0.0, regexp_replace(name, '\[.*', '') FROM (
+            SELECT 'big/' || name, 'big', layer, site, idx, name, 0.0, split_part(name, '[', 1) FROM (
                 SELECT l AS layer, v.loc AS site, i AS idx, 'L' || l || '.' || v.loc || '[' || i || ']' AS name
                 FROM range(3) a(l), (SELECT unnest(?::VARCHAR[]) AS loc, unnest(?::INTEGER[]) AS n) v, range(512) b(i)
                 WHERE i < v.n
@@ -407,9 +407,9 @@ def _big_circuit_db(path: Path, n_edges: int = 118_000, n_explained: int = 32) -
         for j, (node,) in enumerate(kept[:n_explained]):
             acts = [float((i * (j + 3)) % 7) for i in range(64)]
             store.save_activation_records("big", node, [
-                {"kind": kind, "rank": r, "split": "score", "start": 64 * r, "max_activation": max(acts),
+                {"sampling": kind, "rank": r, "split": "score", "start": 64 * r, "max_activation": max(acts),
                  "tokens": tokens, "activations": acts, "sample_seed": 0} for kind in ("top", "random") for r in range(3)])
-            sims = [{"kind": kind, "rank": r, "split": "score", "predicted": [a + 1 for a in acts]}
+            sims = [{"sampling": kind, "rank": r, "split": "score", "predicted": [a + 1 for a in acts]}
                     for kind in ("top", "random") for r in range(3)]
             items.append(({"explanation_id": f"e{j}", "node_id": node, "model": "big", "kind": "llm",
                            "text": f"explanation {j}", "selected": True}, sims,

@@ -41,9 +41,9 @@ def _rows(db) -> dict[str, list]:
     q = {
         "explanations": "SELECT explanation_id, node_id, kind, candidate, selected, text, source_node_id, failure, "
                         "calibration_slope, calibration_intercept FROM explanations ORDER BY ALL",
-        "simulations": "SELECT explanation_id, kind, rank, split, predicted, failure FROM simulations ORDER BY ALL",
+        "simulations": "SELECT explanation_id, sampling, rank, split, predicted, failure FROM simulations ORDER BY ALL",
         "scores": "SELECT explanation_id, split, method, value, n_tokens FROM scores ORDER BY ALL",
-        "activation_records": "SELECT node_id, kind, rank, split, tokens, activations FROM activation_records ORDER BY ALL",
+        "activation_records": "SELECT node_id, sampling, rank, split, tokens, activations FROM activation_records ORDER BY ALL",
     }
     with Store.open(db, read_only=True) as s:
         return {t: s.query(sql)[1] for t, sql in q.items()}

@@ -31,7 +31,7 @@ from sparse_model.errors import UserError
 
 # What a backend can do; simulators and explainers pick their method from these.
 CHAT = "chat"  # generate text from messages
-CHAT_LOGPROBS = "chat_logprobs"  # ... with top log-probabilities of each generated token
+TOKEN_LOGPROBS = "token_logprobs"  # ... with top log-probabilities of each generated token
 PROMPT_LOGPROBS = "prompt_logprobs"  # log-probabilities of prompt tokens (echo), no generation
 PREFILL = "prefill"  # the reply can be started with a given prefix (raw prompt formatting)
 

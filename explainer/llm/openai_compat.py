@@ -2,7 +2,7 @@
 (`python -m llama_cpp.server`), and the like (REFERENCE §4).
 
 Chat goes through `chat.completions`. Chat APIs return log-probabilities only for generated tokens
-(CHAT_LOGPROBS), never for the prompt, and cannot start the reply with a given prefix (no PREFILL).
+(TOKEN_LOGPROBS), never for the prompt, and cannot start the reply with a given prefix (no PREFILL).
 Prompt scoring (PROMPT_LOGPROBS) uses the legacy `completions` endpoint with `echo=True` and
 `logprobs=N`, which vLLM and llama.cpp's server support and OpenAI's current models do not.
 `probe()` finds out which of these the server offers.
@@ -40,7 +40,7 @@ from typing import Any, Iterator
 
 import openai
 
-from .client import (CHAT, CHAT_LOGPROBS, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError, LLMRequestError,
+from .client import (CHAT, PROMPT_LOGPROBS, TOKEN_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError, LLMRequestError,
                   LLMOutputError, PromptLogprobsRequest, PromptLogprobsResult)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -186,7 +186,9 @@ class OpenAIBackend(Backend):
         return {"model": self.model, "capabilities": sorted(self.capabilities), "shift": self._shift}
 
     def restore_probe(self, state: dict[str, Any]) -> None:
-        self.model, self.capabilities, self._shift = state["model"], frozenset(state["capabilities"]), state["shift"]
+        # Probes cached before the capability was renamed say "chat_logprobs" (now a simulator's name only).
+        caps = {TOKEN_LOGPROBS if c == "chat_logprobs" else c for c in state["capabilities"]}
+        self.model, self.capabilities, self._shift = state["model"], frozenset(caps), state["shift"]
 
     async def probe(self) -> frozenset[str]:
         """Resolve the model and find out what the server can do (a few tiny requests)."""
@@ -202,7 +204,7 @@ class OpenAIBackend(Backend):
             lp = reply.choices[0].logprobs
             content = getattr(lp, "content", None) if lp is not None else None
             if content and content[0].top_logprobs:
-                caps.add(CHAT_LOGPROBS)
+                caps.add(TOKEN_LOGPROBS)
         echoed = await self._optional("prompt log-probabilities", self._echo(_CALIBRATION, 1))
         if echoed is not None:
             try:

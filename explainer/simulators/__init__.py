@@ -26,7 +26,7 @@ import importlib.util
 
 from sparse_model.errors import UserError
 
-from ..llm import CHAT, CHAT_LOGPROBS as CHAT_LOGPROBS_CAPABILITY, PROMPT_LOGPROBS, LLMClient
+from ..llm import CHAT, PROMPT_LOGPROBS, TOKEN_LOGPROBS, LLMClient
 from .base import (ALL_AT_ONCE, CHAT_LOGPROBS, EMBEDDING, LLM_SIMULATORS, SIMULATORS, TEXT, Simulation,
                    Simulator)
 from .embedding import MODEL_PACKAGE, EmbeddingSimulator
@@ -34,7 +34,7 @@ from .llm import LLMSimulator, expected_value
 
 LOCAL_DEFAULT = EMBEDDING  # `auto` on the embedded backend (chosen by `circuits eval`, see the README)
 # The endpoint capability each simulator needs (None: no LLM at all).
-_NEEDS = {ALL_AT_ONCE: PROMPT_LOGPROBS, CHAT_LOGPROBS: CHAT_LOGPROBS_CAPABILITY, TEXT: CHAT, EMBEDDING: None}
+_NEEDS = {ALL_AT_ONCE: PROMPT_LOGPROBS, CHAT_LOGPROBS: TOKEN_LOGPROBS, TEXT: CHAT, EMBEDDING: None}
 
 __all__ = ["ALL_AT_ONCE", "CHAT_LOGPROBS", "EMBEDDING", "LLM_SIMULATORS", "SIMULATORS", "TEXT", "EmbeddingSimulator",
            "LLMSimulator", "Simulation", "Simulator", "choose_simulator", "embedding_available", "expected_value",

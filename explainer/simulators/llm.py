@@ -1,23 +1,12 @@
-"""Simulators: predict a node's activation at each token of a window from an explanation alone
-(REFERENCE §2, "Simulate").
-
-- `all_at_once`: one scoring pass over a prompt whose target values read "unknown"; at each token
-  the expected value of the digits 0..9, renormalised over those ten. Needs prompt log-probabilities
-  (the embedded model in process; vLLM or llama.cpp servers through `echo` + `logprobs`).
-- `chat_logprobs`: for chat endpoints that return log-probabilities of generated tokens only
-  (OpenAI's chat API): the model writes one `index<TAB>value` line per token and the expected value
-  is read from the top alternatives of each written digit.
-- `text`: no log-probabilities at all; the written digits are parsed.
-- `embedding`: no LLM at all: a small sentence-embedding model matches the explanation against a
-  description of each token (`explainer.simulators.embedding`). The default for the embedded
-  (local) backend, because SmolLM2-135M ignores the explanation and this one reads it (measured
-  by the ground-truth suite, `circuits eval`); LLM simulators stay the default for servers.
+"""The LLM simulators (all_at_once, chat_logprobs, text; see the package docstring): one
+`LLMSimulator` per client and method, each window one request through the client.
 
 Output that does not line up with the window's tokens is a failed `Simulation` carrying the reason
 and the raw text, never an exception and never zeros.
 
 Scale: 0..9 rather than the paper's 0..10, because SmolLM2's tokenizer has no single token for
-"10" (REFERENCE §4). Correlation, the headline score, does not depend on the scale.
+"10" (docs/method.md, "Deviations from the papers"). Correlation, the headline score, does not
+depend on the scale.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The project's one DuckDB file, and the only place that creates or migrates its tables.
+"""The tables, views and migrations of the project's one DuckDB file (`Store` opens and migrates it).
 
 Everything the tool produces (models, circuits, nodes, edges, activation records, explanations,
 scores) lives in a single DuckDB database, `circuits.duckdb` by default (see `resolve_db_path`).
@@ -16,11 +16,14 @@ models (migration 1)
     (timestamps are UTC and set by `Store.upsert_model`).
 tasks, task_evals, nodes, circuits, circuit_nodes, edges, view circuit_summary (migration 2)
     Task definitions and the full model's loss on them; every node of a model; pruned circuits
-    with their nodes and edges (see the SQL in `MIGRATIONS`).
+    with their nodes and edges (see the SQL in `MIGRATIONS`). A node row: node_id
+    ('demo/L1.mlp.neuron[37]'), model, layer, location ('L1.mlp.neuron'; before migration 5 it
+    held the layer-free part), site ('mlp.neuron', migration 5), idx, name ('L1.mlp.neuron[37]'), mean.
 activation_records (migration 3)
-    node_id, model, kind (top | random | quantile), rank, split (explain | score | calibrate |
-    holdout), start (window offset in the validation tokens), max_activation, tokens VARCHAR[],
-    activations DOUBLE[], sample_seed, created_at; PRIMARY KEY (node_id, kind, rank).
+    node_id, model, sampling (top | random | quantile; `kind` before migration 5), rank, split
+    (explain | score | calibrate | holdout), start (window offset in the validation tokens),
+    max_activation, tokens VARCHAR[], activations DOUBLE[], sample_seed, created_at;
+    PRIMARY KEY (node_id, sampling, rank).
 explanations (migration 3)
     explanation_id PRIMARY KEY, node_id, model, kind (llm | token_lookup | shuffled), text (NULL when
     none was usable, see failure), candidate (index among best-of-k), selected (picked on the
@@ -30,17 +33,17 @@ explanations (migration 3)
     calibration_slope, calibration_intercept, failure, raw_text (unusable LLM output),
     purpose ('circuit' | 'eval'), created_at.
 simulations (migration 3)
-    explanation_id, node_id, kind, rank (the activation record simulated), split, predicted
-    DOUBLE[] (NULL on failure), simulator, failure, raw_text; PRIMARY KEY (explanation_id, kind, rank).
+    explanation_id, node_id, sampling, rank (the activation record simulated), split, predicted
+    DOUBLE[] (NULL on failure), simulator, failure, raw_text; PRIMARY KEY (explanation_id, sampling, rank).
 scores (migration 3)
-    explanation_id, split (score = held-out test | calibrate = validation for best-of-k), method
+    explanation_id, split (score: the held-out score | calibrate: best-of-k selection), method
     (correlation | mean_window_correlation | r_squared | absolute_deviation_explained), value
     (NULL when undefined, never NaN), n_tokens; PRIMARY KEY (explanation_id, split, method).
 node_scores (view, migration 3)
     One row per selected explanation and per task with a circuit containing its node (task NULL
-    for nodes in no circuit): model, task, node_id, name, layer, location, kind, explanation,
+    for nodes in no circuit): model, task, node_id, name, layer, location, site, kind, explanation,
     explainer, simulator, score (correlation on split 'score'), mean_window_correlation,
-    r_squared, absolute_deviation_explained, validation_score (correlation on 'calibrate'),
+    r_squared, absolute_deviation_explained, calibrate_score (correlation on 'calibrate'),
     failure, purpose, settings_key, explanation_id, created_at.
 jobs (migration 4)
     job_id PRIMARY KEY, command, model, backend, llm_model, base_url, settings_key, status
@@ -57,6 +60,9 @@ explanations.job_id (migration 4): the job that wrote the row.
 job_summary (view, migration 4)
     One row per job with nodes done, failures, requests, cache hits, tokens, cost and seconds,
     computed from the rows the job wrote, so a killed job is counted too.
+migration 5: one name per concept. activation_records.kind and simulations.kind become
+    `sampling`; nodes.location becomes `site` and a new `location` holds the full location;
+    node_scores gains `site` and its `validation_score` is now `calibrate_score`.
 
 Adding a migration
 ------------------

@@ -18,6 +18,7 @@ import duckdb
 from sparse_model.errors import UserError
 
 from . import schema
+from .report_queries import ReportQueries
 
 
 DEFAULT_DB = "circuits.duckdb"
@@ -71,7 +72,7 @@ def _rows_as_dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:
     return out
 
 
-class Store:
+class Store(ReportQueries):
     """An open connection to the circuits database. Use `Store.open(...)`."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool):
