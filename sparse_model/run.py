@@ -34,18 +34,25 @@ def is_run_folder(path: Path | str) -> bool:
 class Run:
     """A run folder (made by `circuits train`); every part is read once, when first used."""
 
-    def __init__(self, run_dir: Path | str, name: str | None = None):
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: Path | str | None, name: str | None = None):
+        # None: a model the store knows without a run folder (only its name is usable).
+        self.run_dir = Path(run_dir) if run_dir else None
         if name is not None:
             self.__dict__["name"] = name  # known from the store: run.json is not read for it
+
+    def folder(self) -> Path:
+        """The run folder; a UserError if there is none or it is gone."""
+        if self.run_dir is None:
+            raise UserError(f"model {self.__dict__.get('name')!r} has no run folder on record; pass its run folder")
+        if not self.run_dir.is_dir():
+            raise UserError(f"run folder {self.run_dir} does not exist; train one with "
+                            f"`circuits train --out {self.run_dir}`")
+        return self.run_dir
 
     @cached_property
     def config(self) -> dict:
         """run.json: name, preset, model and train configs, corpus manifest."""
-        if not self.run_dir.is_dir():
-            raise UserError(f"run folder {self.run_dir} does not exist; train one with "
-                            f"`circuits train --out {self.run_dir}`")
-        return ckpt.read_run_file(self.run_dir)
+        return ckpt.read_run_file(self.folder())
 
     @cached_property
     def name(self) -> str:
@@ -53,7 +60,7 @@ class Run:
 
     @cached_property
     def _loaded(self) -> tuple[SparseGPT, dict]:
-        model, _run, state = ckpt.load_model(self.run_dir)
+        model, _run, state = ckpt.load_model(self.folder())
         return model, state
 
     @property
@@ -67,7 +74,7 @@ class Run:
 
     @cached_property
     def tokenizer(self):
-        path = self.run_dir / ckpt.TOKENIZER_FILE
+        path = self.folder() / ckpt.TOKENIZER_FILE
         if not path.exists():
             raise UserError(f"{self.run_dir} has no {ckpt.TOKENIZER_FILE}; pass a trained run folder "
                             f"(circuits train ... --out DIR)")
@@ -75,7 +82,7 @@ class Run:
 
     def val_tokens(self) -> np.ndarray:
         """The held-out token split: activation records and the ground-truth suite read it."""
-        path = self.run_dir / ckpt.VAL_TOKENS_FILE
+        path = self.folder() / ckpt.VAL_TOKENS_FILE
         if not path.exists():
             raise UserError(f"{self.run_dir} has no {ckpt.VAL_TOKENS_FILE}; pass a trained run folder "
                             f"(circuits train ... --out DIR)")
@@ -83,19 +90,19 @@ class Run:
 
     def train_tokens(self) -> np.ndarray:
         """The training token split; rebuilt from the corpus if its cache was deleted."""
-        path = self.run_dir / ckpt.TRAIN_TOKENS_FILE
+        path = self.folder() / ckpt.TRAIN_TOKENS_FILE
         if path.exists():
             return np.load(path, mmap_mode="r")
         corpus = load_corpus(self.config["corpus"]["root"], val_fraction=self.config["train"]["val_fraction"])
         if corpus.manifest["sha256"] != self.config["corpus"]["sha256"]:
             raise UserError(f"the corpus of run {self.name} ({self.config['corpus']['root']}) has changed since "
                             f"training; restore it or retrain")
-        return prepare_data(self.run_dir, corpus, self.model.cfg.vocab_size, log=lambda s: None)[0]
+        return prepare_data(self.folder(), corpus, self.model.cfg.vocab_size, log=lambda s: None)[0]
 
     @cached_property
     def means(self):
         """Each node location's mean activation (the value a pruned node is frozen at)."""
-        return load_or_compute_means(self.run_dir, self.model, self.train_tokens)
+        return load_or_compute_means(self.folder(), self.model, self.train_tokens)
 
     def tasks(self, names: Sequence[str] | None = None) -> list[Task]:
         return load_tasks(self.tokenizer, names)

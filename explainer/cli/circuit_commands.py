@@ -26,7 +26,7 @@ def tasks_command(run, tasks, target_loss, fmt):
     Example:
       circuits tasks runs/demo
     """
-    run_dir = resolve_run(run).run_dir
+    run_dir = resolve_run(run).folder()
     with open_store() as store:
         rows = evaluate_tasks_job(store, run_dir, tasks or None, target_loss)
     print_rows(["task", "loss", "accuracy", "learned", "n_val", "random_labels"],
@@ -54,7 +54,7 @@ def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, fmt):
     if bool(tasks) == all_tasks:
         raise click.UsageError("give --task T (repeatable) or --all")
     settings = PruneSettings(target_loss=target_loss, steps=steps, k_coef=k_coef, seed=seed)
-    run_dir = resolve_run(run).run_dir
+    run_dir = resolve_run(run).folder()
     with open_store() as store:
         rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings)
     print_rows(["task", "status", "nodes", "edges", "full_loss", "sufficiency_loss", "necessity_loss", "sufficient", "seconds"],

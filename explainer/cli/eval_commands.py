@@ -69,7 +69,7 @@ def eval_command(run, simulators, prompt_name, backend, model, base_url, concurr
     if real_nodes < 0:
         raise UserError(f"--real-nodes must be at least 0, got {real_nodes}")
     loaded = resolve_run(run)
-    data = SuiteData.from_run(loaded.run_dir)
+    data = SuiteData.from_run(loaded.folder())
     results = []
     with open_store() as store:
         for name in simulators or ("auto",):
@@ -132,7 +132,7 @@ def _real_nodes(store, run, backend, model, base_url, concurrency, method, n, ta
         raise UserError(f"--real-nodes works with the {', '.join(SIMULATORS)} simulators")
     nodes = select_nodes(store, run, tasks=tasks or None)[:n]
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency)
-    explain_job(store, run.run_dir, client, nodes=nodes, settings=ExplainSettings(simulator=method),
+    explain_job(store, run.folder(), client, nodes=nodes, settings=ExplainSettings(simulator=method),
                 command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None)
 
 

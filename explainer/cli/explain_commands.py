@@ -73,7 +73,7 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
                                explain_windows=explain_windows, score_windows=score_windows,
                                calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled)
     settings.check()
-    run_dir = resolve_run(run).run_dir
+    run_dir = resolve_run(run).folder()
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency,
                          retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout, backoff=backoff))
     with open_store() as store:

@@ -6,12 +6,7 @@ like every other Store method.
 
 from __future__ import annotations
 
-
-def _dicts(cur) -> list[dict]:
-    # Not store._rows_as_dicts: store.py imports this module, so importing back would be a cycle.
-    # None of these queries returns a JSON column, so plain dicts are the same thing.
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, r)) for r in cur.fetchall()]
+from .rows import rows_as_dicts as _dicts
 
 
 class ReportQueries:

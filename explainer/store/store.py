@@ -18,6 +18,7 @@ import duckdb
 from sparse_model.errors import UserError
 
 from . import schema
+from .rows import rows_as_dicts as _rows_as_dicts
 from .report_queries import ReportQueries
 
 
@@ -55,21 +56,6 @@ def _check_is_duckdb(path: Path) -> None:
         raise UserError(
             f"{path} is not a DuckDB database; pass --db with another path or remove the file"
         )
-
-
-def _rows_as_dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:
-    """Fetch all rows of `cur` as dicts, parsing JSON columns into Python objects."""
-    names = [d[0] for d in cur.description]
-    is_json = [str(d[1]) == "JSON" for d in cur.description]
-    out = []
-    for row in cur.fetchall():
-        out.append(
-            {
-                n: (json.loads(v) if j and v is not None else v)
-                for n, j, v in zip(names, is_json, row)
-            }
-        )
-    return out
 
 
 class Store(ReportQueries):
@@ -495,12 +481,9 @@ class Store(ReportQueries):
     def task_summary(self, model: str, task: str) -> dict | None:
         """The newest circuit of a task (unpruned loss, size, losses), how many of its nodes have an
         LLM explanation, and the best-scoring one beside the token-lookup score of the same node."""
-        found = self.con.execute(
-            "SELECT full_loss, n_nodes, n_edges, sufficiency_loss, necessity_loss FROM circuits "
-            "WHERE model = ? AND task = ? ORDER BY created_at DESC LIMIT 1", [model, task]).fetchone()
-        if found is None:
+        circuit = self.newest_circuits(model).get(task)
+        if circuit is None:
             return None
-        full, n_nodes, n_edges, suff, nec = found
         best = self.con.execute(
             "SELECT l.name, l.explanation, l.score, t.score FROM node_scores l "
             "LEFT JOIN node_scores t ON t.node_id = l.node_id AND t.kind = 'token_lookup' AND t.task = l.task "
@@ -510,8 +493,9 @@ class Store(ReportQueries):
         name, text, score, lookup = best if best else (None, None, None, None)
         explained = self.con.execute("SELECT count(DISTINCT node_id) FROM node_scores WHERE model = ? AND task = ? "
                                      "AND kind = 'llm'", [model, task]).fetchone()[0]
-        return {"task": task, "unpruned_loss": full, "nodes": n_nodes, "edges": n_edges, "sufficiency_loss": suff,
-                "necessity_loss": nec, "explained": explained, "best_node": name, "best_explanation": text,
+        return {"task": task, "unpruned_loss": circuit["full_loss"], "nodes": circuit["n_nodes"],
+                "edges": circuit["n_edges"], "sufficiency_loss": circuit["sufficiency_loss"],
+                "necessity_loss": circuit["necessity_loss"], "explained": explained, "best_node": name, "best_explanation": text,
                 "score": score, "token_lookup_score": lookup}
 
     # ---- export ---------------------------------------------------------------------------------
