@@ -13,7 +13,6 @@ The demo model trains for about 5 minutes on 2 cores and learns no task to the p
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from sparse_model.prune import PruneSettings

@@ -35,7 +35,7 @@ from ..scoring import mean_defined
 from ..llm import LLMClient
 from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, ScoredExplanation, Windows, pick_windows, score_simulations, \
     simulate_and_score, simulate_split, token_lookup
-from ..records import CALIBRATE, DEFAULT_WINDOW, SCORE, capture_activations, sample_records, split_records, token_table
+from ..records import CALIBRATE, DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
 from ..simulators import make_simulator
 from ..store import Store
 from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_on
@@ -194,6 +194,7 @@ class _Job:
             validated.append((-np.inf if v is None else v, i, scored))
         best = max(validated, key=lambda x: (x[0], -x[1])) if validated else None
         items: list[Item] = []
+        score = None
         for i, cand in enumerate(candidates):
             chosen = best is not None and best[1] == i
             row = self._row(nid, LLM, candidate=i, text=cand.text, selected=chosen, failure=cand.failure,
@@ -203,14 +204,14 @@ class _Job:
                 with working_on(row["explanation_id"], nid):
                     scored = await simulate_and_score(self.simulator, cand.text, windows,
                                                       scored.simulations[CALIBRATE])
+                score = scored.score
             items.append(explanation_item(row, windows, scored))
         if best is None:  # every candidate failed: the first one stands for the node, with its reason
             items[0][0]["selected"] = True
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
         self.store.save_explanations(items)
-        chosen_row = next(it for it in items if it[0]["kind"] == LLM and it[0]["selected"])
-        return next((s["value"] for s in chosen_row[2] if s["split"] == SCORE and s["method"] == "correlation"), None)
+        return score
 
     async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:
         windows = self._windows(nid)
