@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from sparse_model.errors import UserError
 from .llm import ChatRequest, LLMOutputError
 from .scoring import normalize_activations
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+PROMPTS_DIR = Path(str(resources.files("explainer.prompt_files")))  # prompts/ (package data)
 SPARSE_FRACTION = 0.2  # under this fraction of nonzero values, records are repeated without zeros
 
 

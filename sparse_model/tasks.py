@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from importlib import resources
 import math
 import random
 import re
@@ -71,7 +72,7 @@ import torch.nn.functional as F
 from sparse_model.errors import UserError
 from sparse_model.tokenizer import eot_id, token_strings
 
-DEFAULT_TASK_DIR = Path(__file__).resolve().parent.parent / "datasets" / "tasks"
+DEFAULT_TASK_DIR = Path(str(resources.files("sparse_model.task_files")))  # datasets/tasks (package data)
 MAX_PREFIX_TOKENS = 64  # prefixes must be shorter than this (without the leading <|endoftext|>)
 DEFAULT_N_TRAIN = 256  # prefixes (= 128 pairs)
 DEFAULT_N_VAL = 128  # prefixes (= 64 pairs)

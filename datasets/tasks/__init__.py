@@ -1,0 +1,1 @@
+"""Task files (*.json), shipped as the package data `sparse_model.task_files`."""

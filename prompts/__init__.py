@@ -1,0 +1,1 @@
+"""Prompt files (*.json), shipped as the package data `explainer.prompt_files`."""

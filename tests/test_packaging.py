@@ -1,0 +1,54 @@
+"""A plain (non-editable) install is a working tool: the task files, prompt files and the report's
+CSS and JavaScript ship inside the wheel, and nothing reads the source tree."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHECK = textwrap.dedent("""
+    import sys
+    import explainer, sparse_model
+    from sparse_model.tasks import DEFAULT_TASK_DIR, load_task_specs
+    from explainer.prompts import PROMPTS_DIR, load_prompt
+    from explainer.report.page import __file__ as page
+    from importlib import resources
+    home = sys.argv[1]
+    for f in (explainer.__file__, sparse_model.__file__, str(DEFAULT_TASK_DIR), str(PROMPTS_DIR), page):
+        assert f.startswith(home), (f, home)
+    assert len(load_task_specs()) >= 12
+    for name in ("explain", "simulate", "simulate_text"):
+        load_prompt(name)
+    assert resources.files("explainer.report").joinpath("report.css").read_text()
+    assert resources.files("explainer.report").joinpath("report.js").read_text()
+    print("ok", len(load_task_specs()))
+""")
+
+
+@pytest.mark.slow
+def test_wheel_installed_elsewhere_finds_its_tasks_prompts_and_report_files(tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
+                    str(ROOT)], check=True, capture_output=True, text=True)
+    (wheel,) = wheels.glob("sparse_circuits-*.whl")
+    # Installed on its own into a folder that comes first on the path; the heavy dependencies
+    # (torch, duckdb, ...) still come from this environment. Run from a folder outside the repo.
+    home = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(home), str(wheel)],
+                   check=True, capture_output=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(home)}
+    run = subprocess.run([sys.executable, "-c", CHECK, str(home)], cwd=outside, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("ok")
+    cli = subprocess.run([sys.executable, "-m", "explainer", "--help"], cwd=outside, env=env, capture_output=True,
+                         text=True)
+    assert cli.returncode == 0 and "demo" in cli.stdout, cli.stderr[-2000:]
