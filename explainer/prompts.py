@@ -1,5 +1,5 @@
 """Prompt builders. The templates and few-shot examples are data files in `prompts/`; this module
-only formats them (REFERENCE §2).
+only formats them (docs/method.md, "Explain" and "Simulate").
 
 Every prompt file has a version, the hash of its content, stored with each explanation and
 simulation it produced, so a changed example or wording never mixes with earlier results.
@@ -129,7 +129,7 @@ def _explanation_line(prompt: Prompt, explanation: str) -> str:
 
 
 def all_at_once_prompt(prompt: Prompt, explanation: str, tokens: Sequence[str]) -> tuple[str, list[int]]:
-    """The all-at-once simulation prompt (REFERENCE §2) and its slots: the character offset of
+    """The all-at-once simulation prompt (docs/method.md, "Simulate") and its slots: the character offset of
     each target token's value, written "unknown"; the simulator reads the digits' probabilities
     there. Everything before the target's first token depends only on the explanation, so an
     in-process model reuses it across the windows of one explanation."""
@@ -137,7 +137,7 @@ def all_at_once_prompt(prompt: Prompt, explanation: str, tokens: Sequence[str]) 
     for i, ex in enumerate(prompt["examples"], start=1):
         rec = ex["record"]
         # The worked examples switch from "unknown" to real values partway, so that after
-        # "unknown" lines the model still expects a number (REFERENCE §2).
+        # "unknown" lines the model still expects a number.
         known_from = int(len(rec["tokens"]) * float(prompt.data.get("unknown_fraction", 0.0)))
         values = ["unknown" if j < known_from else v for j, v in enumerate(rec["activations"])]
         parts += [f"Neuron {i}\n", _explanation_line(prompt, ex["explanation"]), "Activations:\n",

@@ -1,4 +1,4 @@
-"""Scoring explanations: pure functions over numpy arrays (REFERENCE §2, "Score").
+"""Scoring explanations: pure functions over numpy arrays (docs/method.md, "Score").
 
 Vocabulary. `true` are a node's real activations, `pred` the simulator's expected values on the
 0..10 scale. A "record" argument is a list of 1-D arrays, one per text window (its tokens'
@@ -183,7 +183,7 @@ def _tokens_and_acts(record: Any) -> tuple[Sequence[str], Sequence[float]]:
 
 
 def token_lookup_predictions(explain_records: Sequence[Any], score_records: Sequence[Any]) -> list[np.ndarray] | None:
-    """The token-lookup baseline (REFERENCE §2): predict each token's activation as the mean
+    """The token-lookup baseline (docs/method.md, "Score"): predict each token's activation as the mean
     activation of that same token string over all tokens of the explanation windows; a token
     never seen there gets the global mean over the explanation windows.
 

@@ -1,4 +1,5 @@
-"""A GPT-2-style decoder built to be weight-sparse, after Gao et al. (2025), REFERENCE §1.
+"""A GPT-2-style decoder built to be weight-sparse, after Gao et al. (2025);
+docs/method.md, "Weight-sparse training".
 
 Read top to bottom: config, activation sparsity, node sites, attention, MLP, block, model.
 

@@ -1,4 +1,5 @@
-"""Pruning a model to the smallest circuit of nodes that still does a task (Gao et al. 2025, REFERENCE §1).
+"""Pruning a model to the smallest circuit of nodes that still does a task (Gao et al. 2025;
+docs/method.md, "Pruning").
 
 1. Mean activations: every node's mean over pretraining text, computed once per model and kept in
    the run folder (`node_means.safetensors`); a pruned node is frozen at its mean (mean ablation).

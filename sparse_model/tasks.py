@@ -1,6 +1,6 @@
 """Binary next-token tasks on Python code, defined as data in ``datasets/tasks/<name>.json``.
 
-A task is a set of contrast pairs (REFERENCE §1, "Circuits and pruning"): two Python prefixes whose
+A task is a set of contrast pairs (docs/method.md, "Tasks"): two Python prefixes whose
 correct next token differs between two candidate tokens A and B. A is correct after the first prefix
 of a pair, B after the second. Task loss is binary cross-entropy over the logits of just those two
 tokens at the last position: ``softplus(-(logit[correct] - logit[wrong]))``.

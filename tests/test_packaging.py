@@ -4,6 +4,7 @@ CSS and JavaScript ship inside the wheel, and nothing reads the source tree."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,9 +35,16 @@ CHECK = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_wheel_installed_elsewhere_finds_its_tasks_prompts_and_report_files(tmp_path):
+    # Built from a copy of the tracked files, so nothing stale and no build folder in the checkout.
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
-                    str(ROOT)], check=True, capture_output=True, text=True)
+                    str(src)], check=True, capture_output=True, text=True)
     (wheel,) = wheels.glob("sparse_circuits-*.whl")
     # Installed on its own into a folder that comes first on the path; the heavy dependencies
     # (torch, duckdb, ...) still come from this environment. Run from a folder outside the repo.

