@@ -16,15 +16,53 @@ from importlib import resources
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
+
+from pydantic import BaseModel, Field, StrictStr, model_validator
 
 from sparse_model.errors import UserError
+from sparse_model.formats import checked
 
 from .llm import ChatRequest, LLMOutputError
 from .scoring import normalize_activations
 
 PROMPTS_DIR = Path(str(resources.files("explainer.prompt_files")))  # prompts/ (package data)
 SPARSE_FRACTION = 0.2  # under this fraction of nonzero values, records are repeated without zeros
+
+
+class PromptRecord(BaseModel):
+    """A worked example's window: its tokens and the node's activation at each."""
+
+    tokens: list[StrictStr]
+    activations: list[float]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> "PromptRecord":
+        if len(self.tokens) != len(self.activations):
+            raise ValueError(f"{len(self.tokens)} tokens but {len(self.activations)} activations")
+        return self
+
+
+class PromptExample(BaseModel):
+    """A worked example: an explanation with its windows (explain) or its one window (simulate)."""
+
+    explanation: StrictStr
+    records: list[PromptRecord] | None = None
+    record: PromptRecord | None = None
+
+
+class PromptFile(BaseModel):
+    """A prompt file, `prompts/<name>.json`: the explain prompt uses prefix and max_tokens, the
+    simulation prompts scale and unknown_fraction (the part of each worked example shown as "unknown")."""
+
+    name: StrictStr | None = None
+    about: StrictStr = ""
+    system: StrictStr
+    prefix: StrictStr | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    scale: Annotated[int, Field(ge=1, le=9)] | None = None
+    unknown_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    examples: list[PromptExample]
 
 
 @dataclass(frozen=True)
@@ -47,6 +85,7 @@ def load_prompt(name: str, directory: str | None = None) -> Prompt:
         raise UserError(f"no prompt file {path}; reinstall the package or restore prompts/") from None
     except json.JSONDecodeError as e:
         raise UserError(f"prompt file {path} is not valid JSON (line {e.lineno}): {e.msg}") from None
+    checked(PromptFile, data, f"prompt file {path}", "fix it or restore prompts/")
     return Prompt(name=name, version=f"{name}-{hashlib.sha256(raw).hexdigest()[:10]}", data=data)
 
 

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import UserError
+from .formats import checked
 from .model import ModelConfig, SparseGPT
 
 RUN_FILE = "run.json"
@@ -34,6 +35,7 @@ CHECKPOINT_FILE = "checkpoint.json"
 TOKENIZER_FILE = "tokenizer.json"
 TRAIN_TOKENS_FILE = "tokens_train.npy"
 VAL_TOKENS_FILE = "tokens_val.npy"
+_RETRAIN = "delete the run folder and train again"
 
 
 class RunFile(BaseModel):
@@ -65,26 +67,11 @@ class CheckpointFile(BaseModel):
     tokens_seen: int | None = None
 
 
-def _validated(model: type[BaseModel], data: Any, path: Path, what: str) -> dict:
-    """`data` checked against `model`; a bad field is one UserError naming the file and the field."""
-    try:
-        model.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise UserError(f"{what} {path} is invalid: {field}: {err['msg']}; delete the run folder and train again") from None
-    return data
-
-
 def read_run_file(run_dir: Path) -> dict:
     path = Path(run_dir) / RUN_FILE
-    data = _validated(RunFile, read_json(path, "run file"), path, "run file")
-    try:
-        TypeAdapter(ModelConfig).validate_python(data["model"])
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise UserError(f"run file {path} is invalid: model.{'.'.join(str(x) for x in err['loc'])}: {err['msg']}; "
-                        f"delete the run folder and train again") from None
+    data = read_json(path, "run file")
+    checked(RunFile, data, f"run file {path}", _RETRAIN)
+    checked(TypeAdapter(ModelConfig), data["model"], f"run file {path}, model", _RETRAIN)
     return data
 
 
@@ -177,7 +164,11 @@ def save_checkpoint(run_dir: Path, model: SparseGPT, opt: torch.optim.Optimizer 
 
 def read_checkpoint_state(run_dir: Path) -> dict | None:
     path = Path(run_dir) / CHECKPOINT_FILE
-    return _validated(CheckpointFile, read_json(path, "checkpoint"), path, "checkpoint") if path.exists() else None
+    if not path.exists():
+        return None
+    data = read_json(path, "checkpoint")
+    checked(CheckpointFile, data, f"checkpoint {path}", _RETRAIN)
+    return data
 
 
 def load_model(run_dir: Path | str) -> tuple[SparseGPT, dict, dict]:

@@ -64,12 +64,16 @@ import random
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints, field_validator
+
 from sparse_model.errors import UserError
+from sparse_model.formats import checked
 from sparse_model.tokenizer import eot_id, token_strings
 
 DEFAULT_TASK_DIR = Path(str(resources.files("sparse_model.task_files")))  # datasets/tasks (package data)
@@ -164,91 +168,76 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def _str_pair(value, what: str, where: str) -> tuple[str, str]:
-    if isinstance(value, str):
-        return (value, value)
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
-        return (value[0], value[1])
-    raise UserError(f"{where}: {what} must be a string or a list of two strings")
+Ident = Annotated[StrictStr, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+Answer = Annotated[StrictStr, StringConstraints(min_length=1)]
+
+
+class TemplateEntry(BaseModel):
+    """One template written as an object: its prefix, and answers / after overriding the task's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: Annotated[StrictStr, StringConstraints(min_length=1)]
+    answers: tuple[Answer, Answer] | None = None
+    after: StrictStr | tuple[StrictStr, StrictStr] | None = None
+
+
+class TaskFile(BaseModel):
+    """A task file, `datasets/tasks/<name>.json` (see the module docstring for the meaning)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+    description: StrictStr = ""
+    random_labels: StrictBool = False
+    answers: tuple[Answer, Answer] | None = None  # the default for templates that give none
+    after: StrictStr | tuple[StrictStr, StrictStr] = ""
+    slots: dict[Ident, Annotated[list[StrictStr] | list[dict[Ident, StrictStr]], Field(min_length=1)]] = {}
+    variants: list[dict[StrictStr, StrictStr | Annotated[list[StrictStr], Field(min_length=1)]]]
+    templates: Annotated[list[Annotated[StrictStr, StringConstraints(min_length=1)] | TemplateEntry],
+                         Field(min_length=1)]
+
+    @field_validator("slots")
+    @classmethod
+    def _same_keys(cls, slots: dict) -> dict:
+        for slot, values in slots.items():
+            if isinstance(values[0], dict) and (not values[0] or any(set(v) != set(values[0]) for v in values)):
+                raise ValueError(f"the objects of slot {slot} must all have the same identifier keys")
+        return slots
+
+    @field_validator("variants")
+    @classmethod
+    def _two_sides(cls, variants: list) -> list:
+        if len(variants) != 2:
+            raise ValueError("must be a list of exactly two objects (the two sides of a pair)")
+        if set(variants[0]) != set(variants[1]):
+            raise ValueError("both variants must set the same keys")
+        return variants
+
+
+def _pair(value: str | tuple[str, str]) -> tuple[str, str]:
+    return (value, value) if isinstance(value, str) else (value[0], value[1])
 
 
 def parse_task_spec(data, path: Path) -> TaskSpec:
     """Validate one task file's JSON value; ``UserError`` naming the file on any problem."""
     where = _display(path)
-    if not isinstance(data, dict):
-        raise UserError(f"{where}: the file must hold one JSON object")
-    known = {"name", "description", "answers", "after", "slots", "variants", "templates", "random_labels"}
-    extra = sorted(set(data) - known)
-    if extra:
-        raise UserError(f"{where}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(known))}")
-    name = data.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
-        raise UserError(f"{where}: \"name\" must be a lower-case identifier such as \"bracket_counting\"")
-    if name != path.stem:
-        raise UserError(f"{where}: \"name\" is {_q(name)} but the file is {path.name}; rename one to match")
-    where = f"{where} (task {name})"
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise UserError(f"{where}: \"description\" must be a string")
-    random_labels = data.get("random_labels", False)
-    if not isinstance(random_labels, bool):
-        raise UserError(f"{where}: \"random_labels\" must be true or false")
-
-    slots_raw = data.get("slots", {})
-    if not isinstance(slots_raw, dict):
-        raise UserError(f"{where}: \"slots\" must be an object mapping slot names to lists of values")
-    slots: dict[str, list] = {}
-    for slot, values in slots_raw.items():
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", slot):
-            raise UserError(f"{where}: slot name {_q(slot)} is not an identifier")
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where}: slot {slot} must be a non-empty list")
-        if all(isinstance(v, str) for v in values):
-            slots[slot] = list(values)
-        elif all(isinstance(v, dict) for v in values):
-            keys = set(values[0])
-            if not keys or any(set(v) != keys for v in values) or not all(
-                isinstance(x, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for v in values for k, x in v.items()
-            ):
-                raise UserError(f"{where}: the objects of slot {slot} must all have the same identifier keys with string values")
-            slots[slot] = [dict(v) for v in values]
-        else:
-            raise UserError(f"{where}: slot {slot} must list only strings or only objects")
-
-    variants_raw = data.get("variants")
-    if not isinstance(variants_raw, list) or len(variants_raw) != 2 or not all(isinstance(v, dict) for v in variants_raw):
-        raise UserError(f"{where}: \"variants\" must be a list of exactly two objects (the two sides of a pair)")
-    if set(variants_raw[0]) != set(variants_raw[1]):
-        raise UserError(f"{where}: both variants must set the same keys")
-    variants: list[dict[str, list[str]]] = []
-    for v in variants_raw:
-        parsed: dict[str, list[str]] = {}
-        for key, value in v.items():
-            choices = [value] if isinstance(value, str) else value
-            if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
-                raise UserError(f"{where}: variant key {key} must be a string or a non-empty list of strings")
-            parsed[key] = list(choices)
-        variants.append(parsed)
-
-    default_answers = data.get("answers")
-    default_after = data.get("after", "")
-    templates_raw = data.get("templates")
-    if not isinstance(templates_raw, list) or not templates_raw:
-        raise UserError(f"{where}: \"templates\" must be a non-empty list")
+    if isinstance(data, dict) and isinstance(data.get("name"), str) and data["name"] != path.stem:
+        raise UserError(f"{where}: \"name\" is {_q(data['name'])} but the file is {path.name}; rename one to match")
+    if isinstance(data, dict) and isinstance(data.get("name"), str):
+        where = f"{where} (task {data['name']})"
+    f = checked(TaskFile, data, where)
+    name, description, random_labels = f.name, f.description, f.random_labels
+    slots: dict[str, list] = {k: list(v) for k, v in f.slots.items()}
+    variants = [{k: [v] if isinstance(v, str) else list(v) for k, v in side.items()} for side in f.variants]
     templates: list[Template] = []
-    for i, t in enumerate(templates_raw):
-        if isinstance(t, str):
-            t = {"prefix": t}
-        if not isinstance(t, dict) or not isinstance(t.get("prefix"), str) or not t["prefix"]:
-            raise UserError(f"{where}: template {i} must be a non-empty string or an object with a \"prefix\"")
-        bad = sorted(set(t) - {"prefix", "answers", "after"})
-        if bad:
-            raise UserError(f"{where}: template {i} has unknown key(s) {', '.join(bad)}")
-        answers = t.get("answers", default_answers)
-        if not (isinstance(answers, list) and len(answers) == 2 and all(isinstance(a, str) and a for a in answers)):
-            raise UserError(f"{where}: template {i} needs \"answers\": a list of two non-empty strings (here or for the task)")
-        templates.append(Template(t["prefix"], (answers[0], answers[1]),
-                                  _str_pair(t.get("after", default_after), "\"after\"", f"{where}: template {i}")))
+    for i, t in enumerate(f.templates):
+        t = TemplateEntry(prefix=t) if isinstance(t, str) else t
+        answers = t.answers or f.answers
+        if answers is None:
+            raise UserError(f"{where}: template {i} needs \"answers\": a list of two non-empty strings "
+                            f"(here or for the task)")
+        templates.append(Template(t.prefix, (answers[0], answers[1]), _pair(t.after if t.after is not None else f.after)))
 
     spec = TaskSpec(name, description, path, slots, (variants[0], variants[1]), tuple(templates), random_labels)
 

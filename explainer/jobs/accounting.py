@@ -12,13 +12,15 @@ import contextlib
 import contextvars
 import hashlib
 import json
-import math
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Annotated, Any, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sparse_model.errors import UserError
+from sparse_model.formats import checked
 
 from ..llm import ChatResult, PromptLogprobsResult
 from ..store import Store
@@ -42,7 +44,8 @@ def working_on(explanation_id: str | None, node_id: str | None) -> Iterator[None
 
 # ---- the response cache -----------------------------------------------------------------------
 
-_RESULT_TYPES = {"chat": ChatResult, "prompt_logprobs": PromptLogprobsResult}
+# The stored answer's format per request method (the result dataclasses, checked by pydantic).
+_RESULT_TYPES = {"chat": TypeAdapter(ChatResult), "prompt_logprobs": TypeAdapter(PromptLogprobsResult)}
 
 
 class ResponseCache:
@@ -68,11 +71,13 @@ class ResponseCache:
         if version is not None and version > CACHE_VERSION:
             raise UserError(f"the response cache in {self.store.path} was written by a newer version of this tool "
                             f"(cache format {version}, this one reads {CACHE_VERSION}); upgrade, or run with --no-cache")
-        cls = _RESULT_TYPES.get(method)
-        if cls is None:
+        adapter = _RESULT_TYPES.get(method)
+        if adapter is None:
             return response
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in response.items() if k in names})
+        try:
+            return adapter.validate_python(response)
+        except ValidationError:  # an answer this version cannot read: ask again (and overwrite it)
+            return None
 
     def put(self, key: str, endpoint: dict[str, Any], method: str, result: Any) -> None:
         response = asdict(result) if hasattr(result, "__dataclass_fields__") else result
@@ -83,13 +88,19 @@ class ResponseCache:
 # ---- prices -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Price:
-    prompt_per_million: float
-    completion_per_million: float
+class Price(BaseModel):
+    """One model's price in US dollars per million tokens (an entry of the price table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt_per_million: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    completion_per_million: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.prompt_per_million + completion_tokens * self.completion_per_million) / 1e6
+
+
+PriceTable = TypeAdapter(dict[str, Price])  # model name -> price
 
 
 def load_price(path: str | Path, model: str) -> Price:
@@ -97,26 +108,17 @@ def load_price(path: str | Path, model: str) -> Price:
     {"gpt-4o-mini": {"prompt_per_million": 0.15, "completion_per_million": 0.60}, ...} (US dollars)."""
     p = Path(path)
     try:
-        table = json.loads(p.read_text())
+        raw = json.loads(p.read_text())
     except FileNotFoundError:
         raise UserError(f"no price table at {p}") from None
     except json.JSONDecodeError as e:
         raise UserError(f"price table {p} is not valid JSON (line {e.lineno}): {e.msg}") from None
-    if not isinstance(table, dict):
-        raise UserError(f"price table {p} must map model names to prices, e.g. "
-                        f'{{"{model}": {{"prompt_per_million": 0.15, "completion_per_million": 0.6}}}}')
+    example = f'{{"{model}": {{"prompt_per_million": 0.15, "completion_per_million": 0.6}}}}'
+    table = checked(PriceTable, raw, f"price table {p}", f"prices are numbers of dollars per million tokens, e.g. {example}")
     if model not in table:
         names = ", ".join(sorted(table)[:8]) or "none"
         raise UserError(f"price table {p} has no price for model {model!r} (it names: {names}); add it or drop --prices")
-    entry = table[model]
-    try:
-        price = Price(float(entry["prompt_per_million"]), float(entry["completion_per_million"]))
-    except (TypeError, KeyError, ValueError):
-        raise UserError(f"price table {p}: {model!r} needs numbers prompt_per_million and completion_per_million") from None
-    if price.prompt_per_million < 0 or price.completion_per_million < 0 or not all(
-            math.isfinite(v) for v in (price.prompt_per_million, price.completion_per_million)):
-        raise UserError(f"price table {p}: prices for {model!r} must be finite and not negative")
-    return price
+    return table[model]
 
 
 # ---- per-request accounting -------------------------------------------------------------------
