@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 from .errors import UserError
 from .model import SparseGPT, node_locations
@@ -235,7 +235,7 @@ def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s
 
     try:
         with model.hooked({loc: hook(loc) for loc in taus}):
-            for step in tqdm(range(s.steps), desc=f"prune {task.name}", disable=not progress or None, leave=False):
+            for step in progress_bar(range(s.steps), enabled=progress, desc=f"prune {task.name}", leave=False):
                 pairs = torch.randint(0, n_pairs, (min(s.batch_pairs, n_pairs),), generator=gen)
                 rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()
                 diff = task_logit_diff(model, task.train.subset(rows))

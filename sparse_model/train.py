@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .progress import progress_bar
+
 from . import checkpoint as ckpt
 from .corpus import Corpus, load_corpus
 from .errors import UserError
@@ -223,7 +225,7 @@ def train(
     every = checkpoint_every or max(1, tcfg.steps // 20)
     params = list(model.parameters())
     tokens_per_step = tcfg.batch_size * mcfg.n_ctx
-    bar = tqdm(total=tcfg.steps, initial=state["step"], disable=not progress or None, desc=f"train {run['name']}",
+    bar = progress_bar(enabled=progress, total=tcfg.steps, initial=state["step"], desc=f"train {run['name']}",
                unit="step", dynamic_ncols=True, leave=True)
     ema = state["train_loss"]
     t_last = time.perf_counter()
