@@ -24,12 +24,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .progress import progress_bar
-
 from . import checkpoint as ckpt
 from .corpus import Corpus, load_corpus
 from .errors import UserError
 from .model import ModelConfig, SparseGPT
+from .progress import progress_bar
 from .sparsity import density_at, lr_at, matrix_densities, normalize_grad_rms_, project_, sparse_matrices
 from .tokenizer import encode_texts, load_tokenizer, save_tokenizer, train_tokenizer
 
