@@ -22,9 +22,10 @@ class Candidate:
 
 
 class Explainer:
-    def __init__(self, client: LLMClient, prompts_dir: str | None = None):
+    def __init__(self, client: LLMClient, prompts_dir: str | None = None, prompt_name: str = "explain"):
+        """prompt_name: the explain prompt file, e.g. `explain_marked` (zero-shot, for small code models)."""
         self.client = client
-        self.prompt: Prompt = load_prompt("explain", prompts_dir)
+        self.prompt: Prompt = load_prompt(prompt_name, prompts_dir)
 
     @property
     def version(self) -> str:

@@ -16,7 +16,8 @@ from importlib import resources
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Sequence
+from collections import Counter
+from typing import Annotated, Any, Literal, Sequence
 
 from pydantic import BaseModel, Field, StrictStr, model_validator
 
@@ -63,6 +64,13 @@ class PromptFile(BaseModel):
     scale: Annotated[int, Field(ge=1, le=9)] | None = None
     unknown_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
     examples: list[PromptExample]
+    # Explain prompts: "records" shows token<TAB>value lines (the paper's format); "marked" shows the
+    # code with the tokens at or above `threshold` (of 10) marked <<like this>>, and a count of the
+    # most often marked tokens, for small code models that copy worked examples.
+    format: Literal["records", "marked"] = "records"
+    threshold: Annotated[int, Field(ge=1, le=10)] = 5
+    top_tokens: Annotated[int, Field(ge=0)] = 8
+    instruction: StrictStr = ""
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,8 @@ class Prompt:
     data: dict[str, Any]
 
     def __getitem__(self, key: str) -> Any:
-        return self.data[key]
+        """A field of the prompt file, its default where the file leaves it out."""
+        return self.data[key] if key in self.data else PromptFile.model_fields[key].default
 
 
 @lru_cache(maxsize=None)
@@ -123,7 +132,60 @@ def records_text(records: Sequence[Any]) -> str:
     return text
 
 
+MARK_OPEN, MARK_CLOSE = "<<", ">>"
+
+
+def marked_text(tokens: Sequence[str], values: Sequence[int], threshold: int) -> str:
+    """The window's text with every run of tokens at or above `threshold` wrapped in << >>."""
+    out, inside = [], False
+    for tok, v in zip(tokens, values):
+        hot = v >= threshold
+        if hot and not inside:
+            out.append(MARK_OPEN)
+        elif inside and not hot:
+            out.append(MARK_CLOSE)
+        inside = hot
+        out.append(tok)
+    if inside:
+        out.append(MARK_CLOSE)
+    return "".join(out)
+
+
+def marked_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int]]:
+    """How often each token (its text, stripped of surrounding spaces) is marked, most often first."""
+    pairs = [_tokens_acts(r) for r in records]
+    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
+    counts = Counter(t.strip() or t for tokens, acts in pairs
+                     for t, v in zip(tokens, normalize_activations(acts, top)) if v >= threshold)
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
+                   seed: int | None = None) -> ChatRequest:
+    """Zero-shot chat for small code models: the excerpts as code with the active tokens marked,
+    then the most often marked tokens with their counts, then the instruction."""
+    pairs = [_tokens_acts(r) for r in records]
+    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
+    threshold = int(prompt["threshold"])
+    blocks = [f"Excerpt {i}:\n```python\n{marked_text(t, normalize_activations(a, top), threshold)}\n```"
+              for i, (t, a) in enumerate(pairs, start=1)]
+    counts = marked_counts(records, threshold)[:int(prompt["top_tokens"])]
+    summary = ("Most often marked: " + ", ".join(f"{show_token(t)!r} ({n})" for t, n in counts)) if counts else ""
+    user = "\n\n".join([*blocks, summary, prompt["instruction"]]).strip()
+    prefix = prompt["prefix"] or ""
+    return ChatRequest(messages=(("system", prompt["system"]), ("user", user)), max_tokens=int(prompt["max_tokens"]),
+                       temperature=temperature, assistant_prefix=prefix if prefill else "", stop=("\n",), seed=seed)
+
+
 def explain_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
+                    seed: int | None = None) -> ChatRequest:
+    """The explanation request in the prompt file's format (see `PromptFile.format`)."""
+    if prompt["format"] == "marked":
+        return marked_request(prompt, records, prefill, temperature, seed)
+    return records_request(prompt, records, prefill, temperature, seed)
+
+
+def records_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
                     seed: int | None = None) -> ChatRequest:
     """Few-shot chat: each example's records, then its explanation after the fixed prefix; the
     target's records last. With `prefill` the reply is started with the prefix (as in the paper);
@@ -142,12 +204,14 @@ def explain_request(prompt: Prompt, records: Sequence[Any], prefill: bool, tempe
 
 
 def parse_explanation(text: str, prompt: Prompt) -> str:
-    """The explanation phrase from a reply: the prefix removed if repeated, first line only."""
-    prefix = prompt["prefix"]
+    """The explanation phrase from a reply: the prefix removed if repeated, first line only, the
+    marker syntax and wrapping quotes removed."""
+    prefix = prompt["prefix"] or ""
     out = text.strip().strip('"').strip()
-    if out.lower().startswith(prefix.lower()):
+    if prefix and out.lower().startswith(prefix.lower()):
         out = out[len(prefix):].strip()
     out = out.splitlines()[0].strip() if out else ""
+    out = out.replace(MARK_OPEN, "").replace(MARK_CLOSE, "").strip().strip('"').strip()
     if sum(c.isalpha() for c in out) < 3:
         raise LLMOutputError(f"the explainer returned no usable explanation: {text!r}")
     if _norm(out) in {_norm(ex["explanation"]) for ex in prompt["examples"]}:

@@ -123,24 +123,28 @@ def _stats(values: Sequence[float | None]) -> dict[str, float | None]:
 
 def summarise(results: Sequence[RuleResult]) -> dict[str, Any]:
     """AUROC per rule set: pooled over the set's rules per seed, then mean/std/min/max over seeds;
-    and the explainer-recovery means."""
+    and the explainer-recovery means per rule set."""
     out: dict[str, Any] = {}
     seeds = sorted({r.seed for r in results})
     for rule_set in ("training", "held_out"):
         per_seed = [pooled_auroc([r for r in results if r.rule_set == rule_set and r.seed == s]) for s in seeds]
         out[rule_set] = _stats(per_seed)
-    rec = [r for r in results if r.llm_explanation is not None or r.llm_failure is not None]
-    if rec:
-        out["recovery"] = {
-            "rules": len(rec), "failed": sum(r.llm_explanation is None for r in rec),
-            "llm": scoring.mean_defined([r.llm_score for r in rec]), "correct": scoring.mean_defined([r.correct for r in rec]),
-            "token_lookup": scoring.mean_defined([r.token_lookup for r in rec]),
-            "llm_beats_token_lookup": scoring.mean_defined([float(_defined(r.llm_score) > _defined(r.token_lookup)) for r in rec]),
-            "llm_at_least_correct": scoring.mean_defined([float(_defined(r.llm_score) >= _defined(r.correct)) for r in rec]),
-        }
+    for rule_set in ("training", "held_out"):
+        rec = [r for r in results if r.rule_set == rule_set and (r.llm_explanation is not None or r.llm_failure is not None)]
+        if rec:
+            out.setdefault("recovery", {})[rule_set] = _recovery(rec)
     return out
 
 
+def _recovery(rec: Sequence[RuleResult]) -> dict[str, Any]:
+    """Explainer recovery over some rules: mean scores of the LLM's, the correct and the token-lookup
+    explanations, failures, and how often the LLM's beats token lookup or matches the correct one."""
+    mean = scoring.mean_defined
+    return {"rules": len(rec), "failed": sum(r.llm_explanation is None for r in rec),
+            "llm": mean([r.llm_score for r in rec]), "correct": mean([r.correct for r in rec]),
+            "token_lookup": mean([r.token_lookup for r in rec]),
+            "llm_beats_token_lookup": mean([float(_defined(r.llm_score) > _defined(r.token_lookup)) for r in rec]),
+            "llm_at_least_correct": mean([float(_defined(r.llm_score) >= _defined(r.correct)) for r in rec])}
 
 
 @dataclass

@@ -33,6 +33,8 @@ def _fmt(stats: dict) -> tuple:
                    "embedding_context is the crude embedding baseline.")
 @click.option("--prompt", "prompt_name", default=None,
               help="Simulation prompt file in prompts/ for the LLM simulators, e.g. simulate_contrastive.")
+@click.option("--explain-prompt", default="explain", show_default=True,
+              help="Explanation prompt file in prompts/ for explainer recovery, e.g. explain_marked.")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
 @click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b, qwen2.5-coder-1.5b or a GGUF file (default SmolLM2-135M).")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL.")
@@ -51,7 +53,7 @@ def _fmt(stats: dict) -> tuple:
               "(repeatable; default every circuit of the model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
 @db_option
-def eval_command(run, simulators, prompt_name, backend, model, base_url, concurrency, seeds, rules, window,
+def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, base_url, concurrency, seeds, rules, window,
                  score_windows, recovery, real_nodes, tasks, as_json):
     """Ground-truth suite: rule neurons with known explanations measure whether a simulator ranks
     the correct explanation above wrong ones (AUROC, per rule set, spread over seeds) and whether
@@ -91,6 +93,7 @@ def eval_command(run, simulators, prompt_name, backend, model, base_url, concurr
                        f"{settings.window}-token windows, {settings.score_windows} + {settings.score_windows} "
                        f"score windows{', explainer recovery' if recovery else ''}", err=True)
             res = run_suite(data, sim, settings, rules=list(rules) or None, store=store, client=client,
+                            explain_prompt=explain_prompt,
                             progress=lambda r: click.echo(f"  {r.rule} seed {r.seed}: AUROC "
                                                           f"{'n/a' if r.auroc is None else round(r.auroc, 2)} "
                                                           f"({r.seconds:.1f} s)", err=True))
@@ -119,11 +122,13 @@ def _print_suites(results) -> None:
             m, sd, lo, hi = _fmt(s[rule_set])
             rows.append([r.simulator, r.version, rule_set, s[rule_set]["n"], m, sd, lo, hi, r.seconds])
     print_rows(["simulator", "version", "rules", "seeds", "auroc", "std", "min", "max", "seconds"], rows)
-    rec_rows = [[r.simulator, x["rules"], x["failed"], x["llm"], x["correct"], x["token_lookup"],
-                 x["llm_beats_token_lookup"]] for r in results if (x := r.summary().get("recovery"))]
+    rec_rows = [[r.simulator, rule_set, x["rules"], x["failed"], x["llm"], x["correct"], x["token_lookup"],
+                 x["llm_beats_token_lookup"]] for r in results
+                for rule_set, x in r.summary().get("recovery", {}).items()]
     if rec_rows:
         click.echo("\nexplainer recovery (mean held-out correlation over rule neurons):")
-        print_rows(["simulator", "rules", "failed", "llm", "correct", "token_lookup", "llm_beats_token_lookup"], rec_rows)
+        print_rows(["simulator", "rules", "n", "failed", "llm", "correct", "token_lookup", "llm_beats_token_lookup"],
+                   rec_rows)
 
 
 def _real_nodes(store, run, backend, model, base_url, concurrency, method, n, tasks):

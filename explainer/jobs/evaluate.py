@@ -87,10 +87,10 @@ class _Saver:
 
 def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | None = None,
               rules: Sequence[str] | None = None, store: Store | None = None, client: LLMClient | None = None,
-              progress: Callable[[RuleResult], None] | None = None) -> SuiteResult:
+              progress: Callable[[RuleResult], None] | None = None, explain_prompt: str = "explain") -> SuiteResult:
     """Run the suite for one simulator. `client`: the LLM client, for the explainer (recovery) and
     to be closed at the end. `store`: a `Store` to keep every row (or None).
-    `progress(result)` is called after each rule and seed."""
+    `progress(result)` is called after each rule and seed. `explain_prompt`: the explainer's prompt file."""
     s = settings or EvalSettings()
     s.check()
     chosen = resolve_rules(rules)
@@ -98,7 +98,7 @@ def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | No
     if s.recovery:
         if client is None:
             raise UserError("explainer recovery needs an LLM; pass a backend")
-        explainer = Explainer(client)
+        explainer = Explainer(client, prompt_name=explain_prompt)
     saver = _Saver(store, data, simulator, client.settings() if client is not None else None, s)
     out = SuiteResult(simulator=simulator.method, version=simulator.version)
     t0 = time.perf_counter()

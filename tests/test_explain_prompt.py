@@ -1,0 +1,52 @@
+"""The marked explanation prompt for small code models: markers where the values say, the summary
+counts right, and replies cleaned up or refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from explainer.llm import LLMOutputError
+from explainer.prompts import explain_request, load_prompt, marked_counts, marked_text, parse_explanation
+
+RECORDS = [
+    {"tokens": ["x", " =", " '", "a", "'", "\n"], "activations": [0.0, 0.0, 9.0, 2.0, 8.0, 0.0]},
+    {"tokens": ["print", "(", "'", "hi", "')"], "activations": [0.0, 0.5, 7.0, 0.0, 6.0]},
+]
+
+
+def test_markers_wrap_runs_of_tokens_at_or_above_the_threshold():
+    assert marked_text(["a", "b", "c", "d"], [0, 5, 9, 1], threshold=5) == "a<<bc>>d"
+    assert marked_text(["a", "b"], [7, 7], threshold=5) == "<<ab>>"
+    assert marked_text(["a", "b"], [4, 0], threshold=5) == "ab"
+
+
+def test_summary_counts_marked_tokens_by_their_stripped_text():
+    # scaled by the maximum over both windows (9): 9 -> 10, 8 -> 8, 7 -> 7, 6 -> 6, 2 -> 2
+    assert marked_counts(RECORDS, threshold=5) == [("'", 3), ("')", 1)]
+    assert marked_counts(RECORDS, threshold=9) == [("'", 1)]
+
+
+def test_the_marked_request_shows_code_markers_and_counts_and_no_worked_example():
+    prompt = load_prompt("explain_marked")
+    req = explain_request(prompt, RECORDS, prefill=True)
+    (system, _), (role, user) = req.messages
+    assert system == "system" and role == "user"
+    assert "x =<< '>>a<<'>>" in user and "print(<<'>>hi<<')>>" in user
+    assert "Most often marked: \"'\" (3), \"')\" (1)" in user
+    assert user.rstrip().endswith(prompt["instruction"])
+    assert req.stop == ("\n",) and req.max_tokens == prompt["max_tokens"]
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("the closing quote of a string.", "the closing quote of a string."),
+    ('"the keyword <<return>>"', "the keyword return"),
+    ("  <<import>> statements\nmore text", "import statements"),
+])
+def test_replies_are_cleaned(reply, expected):
+    assert parse_explanation(reply, load_prompt("explain_marked")) == expected
+
+
+@pytest.mark.parametrize("reply", ["<<'>>", "  ", "'')"])
+def test_useless_replies_are_refused(reply):
+    with pytest.raises(LLMOutputError):
+        parse_explanation(reply, load_prompt("explain_marked"))
