@@ -40,6 +40,8 @@ _R = RetryPolicy()
               help="Top and as many random windows for calibration and best-of-k selection.")
 @click.option("--prompts", "prompts_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of prompt files (explain.json, simulate.json, simulate_text.json) to use instead of prompts/.")
+@click.option("--explain-prompt", default="explain", show_default=True,
+              help="Explanation prompt file, e.g. explain_marked (zero-shot, for small code models such as Qwen2.5-Coder).")
 @click.option("--no-shuffled", is_flag=True, help="Skip the shuffled-explanation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-attempts", type=int, default=_R.max_attempts, show_default=True,
@@ -54,7 +56,7 @@ _R = RetryPolicy()
 @output_options
 @db_option
 def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, concurrency, window, explain_windows,
-                    score_windows, calibrate_windows, prompts_dir, no_shuffled, seed, max_attempts, timeout, backoff, no_cache,
+                    score_windows, calibrate_windows, prompts_dir, explain_prompt, no_shuffled, seed, max_attempts, timeout, backoff, no_cache,
                     retry_failed, prices, fmt):
     """Explain, simulate and score every circuit node of a run; results in the explanations,
     simulations and scores tables (query them through the node_scores view).
@@ -79,7 +81,8 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
     with open_store() as store:
         s = explain_job(store, run_dir, client, tasks=list(tasks) or None, nodes=list(nodes) or None, settings=settings,
                         prompts_dir=prompts_dir, cache=not no_cache, retry_failed=retry_failed, prices=prices,
-                        command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None)
+                        command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None,
+                        explain_prompt=explain_prompt)
     u = client.usage
     click.echo(f"{s.model}: {s.explained} nodes explained, {s.skipped} already done, {s.failed} failed "
                f"(simulator {s.simulator}, settings {s.settings_key}); job {s.job_id}: {u.requests} LLM requests, "

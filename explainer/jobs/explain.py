@@ -147,9 +147,9 @@ def ensure_records(store: Store, run: Run, node_ids: Sequence[str], window: int,
 
 class _Job:
     def __init__(self, store: Store, run: Run, client: LLMClient, s: ExplainSettings,
-                 prompts_dir: str | None = None, job_id: str | None = None):
+                 prompts_dir: str | None = None, job_id: str | None = None, explain_prompt: str = "explain"):
         self.store, self.run, self.client, self.s, self.job_id = store, run, client, s, job_id
-        self.explainer = Explainer(client, prompts_dir)
+        self.explainer = Explainer(client, prompts_dir, explain_prompt)
         self.simulator = make_simulator(client, s.simulator, prompts_dir)
         llm = client.settings()
         self.explainer_name = f"{llm['backend']}:{llm['model']}"
@@ -246,7 +246,8 @@ async def _run_pool(items: Sequence[Any], worker: Callable[[Any], Any], concurre
 def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Sequence[str] | None = None,
                 nodes: Sequence[str] | None = None, settings: ExplainSettings | None = None,
                 progress: bool = True, prompts_dir: str | Path | None = None, cache: bool = True,
-                retry_failed: bool = False, prices: str | Path | None = None, command: str | None = None) -> JobSummary:
+                retry_failed: bool = False, prices: str | Path | None = None, command: str | None = None,
+                explain_prompt: str = "explain") -> JobSummary:
     """Explain, simulate and score every selected node of a run (see the module docstring).
 
     The job is a row in `jobs`; each of its LLM requests a row in `llm_requests`. Answers are cached
@@ -255,7 +256,8 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
     retry_failed: redo the nodes whose LLM explanation failed with these settings (asking again).
     prices: a JSON price table (see `accounting.load_price`) to record each request's cost.
     prompts_dir: a folder of prompt files to use instead of the package's `prompts/` (their
-    content hashes are part of the settings, so results never mix).
+    content hashes are part of the settings, so results never mix). explain_prompt: the explain
+    prompt file's name, e.g. `explain_marked` (zero-shot, for small code models).
     """
     s = settings or ExplainSettings()
     s.check()
@@ -280,7 +282,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
             ensure_records(store, run, node_ids, s.window, seed=s.seed, progress=progress)
             if prices and price is None:  # the model name was resolved by the probe
                 client.ledger.price = price = load_price(prices, client.settings()["model"])
-            job = _Job(store, run, client, s, None if prompts_dir is None else str(prompts_dir), job_id)
+            job = _Job(store, run, client, s, None if prompts_dir is None else str(prompts_dir), job_id, explain_prompt)
             store.update_job(job_id, settings_key=job.key, llm_model=client.settings()["model"])
             summary = JobSummary(model=run.name, settings_key=job.key, simulator=job.simulator.method,
                                  nodes=len(node_ids))
