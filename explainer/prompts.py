@@ -71,6 +71,8 @@ class PromptFile(BaseModel):
     threshold: Annotated[int, Field(ge=1, le=10)] = 5
     top_tokens: Annotated[int, Field(ge=0)] = 8
     instruction: StrictStr = ""
+    strip_leads: list[StrictStr] = []
+    max_lines: Annotated[int, Field(ge=0)] = 0  # > 0: show only (at most this many) lines with a marked token  # openings of a reply that say nothing ("the neuron fires on"), removed
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,12 @@ def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temper
     pairs = [_tokens_acts(r) for r in records]
     top = max((max(a) for _, a in pairs if len(a)), default=0.0)
     threshold = int(prompt["threshold"])
-    blocks = [f"Excerpt {i}:\n```python\n{marked_text(t, normalize_activations(a, top), threshold)}\n```"
-              for i, (t, a) in enumerate(pairs, start=1)]
+    texts = [marked_text(t, normalize_activations(a, top), threshold) for t, a in pairs]
+    if prompt["max_lines"]:  # only the lines with a marked token, each on its own
+        lines = [line.strip() for text in texts for line in text.split("\n") if MARK_OPEN in line]
+        blocks = ["\n".join(f"{i}. {line}" for i, line in enumerate(lines[:int(prompt["max_lines"])], start=1))]
+    else:
+        blocks = [f"Excerpt {i}:\n```python\n{text}\n```" for i, text in enumerate(texts, start=1)]
     counts = marked_counts(records, threshold)[:int(prompt["top_tokens"])]
     summary = ("Most often marked: " + ", ".join(f"{show_token(t)!r} ({n})" for t, n in counts)) if counts else ""
     user = "\n\n".join([*blocks, summary, prompt["instruction"]]).strip()
@@ -212,6 +218,13 @@ def parse_explanation(text: str, prompt: Prompt) -> str:
         out = out[len(prefix):].strip()
     out = out.splitlines()[0].strip() if out else ""
     out = out.replace(MARK_OPEN, "").replace(MARK_CLOSE, "").strip().strip('"').strip()
+    for lead in prompt["strip_leads"]:
+        if out.lower().startswith(lead.lower()):
+            out = out[len(lead):].strip(" :")
+    if len(_norm(out)) > 3 and _norm(out) in _norm(f'{prompt["system"]} {prompt["instruction"]}'):
+        raise LLMOutputError("the explainer repeated part of its instructions")
+    if prompt["format"] == "marked" and 0 < len(out) <= 4 and not any(c.isalpha() for c in out):
+        out = f"the token {out}"  # a code model often answers with the token itself, e.g. "="
     if sum(c.isalpha() for c in out) < 3:
         raise LLMOutputError(f"the explainer returned no usable explanation: {text!r}")
     if _norm(out) in {_norm(ex["explanation"]) for ex in prompt["examples"]}:

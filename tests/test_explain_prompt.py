@@ -41,12 +41,14 @@ def test_the_marked_request_shows_code_markers_and_counts_and_no_worked_example(
     ("the closing quote of a string.", "the closing quote of a string."),
     ('"the keyword <<return>>"', "the keyword return"),
     ("  <<import>> statements\nmore text", "import statements"),
+    ("The neuron fires on the keyword `if`.", "the keyword `if`."),
+    ("<<=>>", "the token ="),  # a code model often answers with the token itself
 ])
 def test_replies_are_cleaned(reply, expected):
     assert parse_explanation(reply, load_prompt("explain_marked")) == expected
 
 
-@pytest.mark.parametrize("reply", ["<<'>>", "  ", "'')"])
+@pytest.mark.parametrize("reply", ["  ", "'ab'", "one particular token", "'0' (17), '1' (6), '2' (4)"])
 def test_useless_replies_are_refused(reply):
     with pytest.raises(LLMOutputError):
         parse_explanation(reply, load_prompt("explain_marked"))

@@ -21,11 +21,13 @@ CHECK = textwrap.dedent("""
     from explainer.prompts import PROMPTS_DIR, load_prompt
     from explainer.report.page import __file__ as page
     from importlib import resources
-    home = sys.argv[1]
+    home, n_tasks, prompts = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+    # The editable install of the same project is visible through the system site-packages too.
     for f in (explainer.__file__, sparse_model.__file__, str(DEFAULT_TASK_DIR), str(PROMPTS_DIR), page):
         assert f.startswith(home), (f, home)
-    assert len(load_task_specs()) >= 12
-    for name in ("explain", "simulate", "simulate_text"):
+    assert len(load_task_specs()) == n_tasks, (len(load_task_specs()), n_tasks)
+    assert sorted(p.stem for p in PROMPTS_DIR.glob("*.json")) == prompts
+    for name in prompts:
         load_prompt(name)
     assert resources.files("explainer.report").joinpath("report.css").read_text()
     assert resources.files("explainer.report").joinpath("report.js").read_text()
@@ -46,17 +48,23 @@ def test_wheel_installed_elsewhere_finds_its_tasks_prompts_and_report_files(tmp_
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels),
                     str(src)], check=True, capture_output=True, text=True)
     (wheel,) = wheels.glob("sparse_circuits-*.whl")
-    # Installed on its own into a folder that comes first on the path; the heavy dependencies
-    # (torch, duckdb, ...) still come from this environment. Run from a folder outside the repo.
-    home = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(home), str(wheel)],
+    # A fresh venv that sees this environment's packages, so the heavy dependencies (torch, duckdb,
+    # ...) are not downloaded; its own site-packages come first. No pip of its own: this pip installs.
+    home = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(home)], check=True)
+    python = home / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", str(wheel)],
                    check=True, capture_output=True)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(home)}
-    run = subprocess.run([sys.executable, "-c", CHECK, str(home)], cwd=outside, env=env, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    n_tasks = len(list((src / "datasets" / "tasks").glob("*.json")))  # what the wheel was built from
+    prompts = ",".join(sorted(p.stem for p in (src / "prompts").glob("*.json")))
+    run = subprocess.run([str(python), "-c", CHECK, str(home), str(n_tasks), prompts], cwd=outside, env=env,
+                         capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.startswith("ok")
-    cli = subprocess.run([sys.executable, "-m", "explainer", "--help"], cwd=outside, env=env, capture_output=True,
+    # The console script the install wrote, run with the venv's python.
+    cli = subprocess.run([str(home / "bin" / "circuits"), "--help"], cwd=outside, env=env, capture_output=True,
                          text=True)
     assert cli.returncode == 0 and "demo" in cli.stdout, cli.stderr[-2000:]
