@@ -226,7 +226,7 @@ def parse_task_spec(data, path: Path) -> TaskSpec:
         raise UserError(f"{where}: \"name\" is {_q(data['name'])} but the file is {path.name}; rename one to match")
     if isinstance(data, dict) and isinstance(data.get("name"), str):
         where = f"{where} (task {data['name']})"
-    f = checked(TaskFile, data, where)
+    f = checked(TaskFile, data, where, "the format is described at the top of sparse_model/tasks.py")
     name, description, random_labels = f.name, f.description, f.random_labels
     slots: dict[str, list] = {k: list(v) for k, v in f.slots.items()}
     variants = [{k: [v] if isinstance(v, str) else list(v) for k, v in side.items()} for side in f.variants]

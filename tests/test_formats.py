@@ -40,6 +40,19 @@ def test_task_file_with_an_unknown_key(tmp_path: Path):
     assert "tempaltes: Extra inputs are not permitted" in _one_line(e)
 
 
+def test_task_file_error_in_a_union_field_names_the_field_as_written(tmp_path: Path):
+    # A template is a string or an object: the object's own error is shown, not "should be a
+    # string", and without pydantic's names of the alternatives ("constrained-str", "TemplateEntry").
+    spec = json.loads((Path(__file__).parent.parent / "datasets" / "tasks" / "header_colon.json").read_text())
+    spec["templates"] = [{"prefix": "def f():", "answers": [":"]}]
+    (tmp_path / "header_colon.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError) as e:
+        load_task_specs(tmp_path)
+    msg = _one_line(e)
+    assert "(task header_colon): templates.0.answers.1: Field required" in msg, msg
+    assert "sparse_model/tasks.py" in msg  # where the format is described
+
+
 def test_prompt_file_with_a_misaligned_worked_example(tmp_path: Path):
     (tmp_path / "simulate.json").write_text(json.dumps({
         "system": "s", "scale": 9, "examples": [{"explanation": "x", "record": {"tokens": ["a", "b"], "activations": [1]}}]}))
