@@ -179,13 +179,6 @@ def _retryable(e: BaseException) -> bool:
     return isinstance(e, LLMOutputError)  # garbage from the transport (non-JSON, truncated log-probs)
 
 
-def _cancelling() -> bool:
-    """Whether the current task is being cancelled (by Ctrl-C, through asyncio.run): then a failed
-    request is not retried and the cancellation goes on instead of a request error."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 def estimate_tokens(text: str) -> int:
     """About 4 characters per token: used only when a server reports no usage."""
     return max(1, -(-len(text) // 4)) if text else 0
@@ -277,15 +270,12 @@ class LLMClient:
             try:
                 async for attempt in tenacity.AsyncRetrying(
                         stop=tenacity.stop_after_attempt(self.retry.max_attempts), wait=self._wait,
-                        retry=tenacity.retry_if_exception(lambda e: _retryable(e) and not _cancelling()),
-                        sleep=self.sleep, reraise=True):
+                        retry=tenacity.retry_if_exception(_retryable), sleep=self.sleep, reraise=True):
                     with attempt:
                         attempts += 1
                         result = await getattr(self.backend, method)(request)
             except (LLMError, LLMOutputError) as e:
                 self._account(method, request, None, time.perf_counter() - t0, False, attempts, error=str(e))
-                if _cancelling():  # Ctrl-C while the SDK turned the cancellation into a connection error
-                    raise asyncio.CancelledError() from e
                 raise
         if self.cache is not None:
             self.cache.put(key, endpoint, method, result)
