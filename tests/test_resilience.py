@@ -189,8 +189,11 @@ def test_a_cache_from_a_newer_version_is_refused_in_one_line(tmp_path, tiny_run,
 
 def _spawn(db, run, server, prompts, *extra) -> subprocess.Popen:
     env = dict(os.environ, OPENAI_API_KEY=SECRET)
+    # Ctrl-C as in a terminal: a shell that started the tests in the background hands its children
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt.
     return subprocess.Popen([sys.executable, "-m", "explainer", *_args(db, run, server, prompts, *extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_requests(server: FaultServer, proc: subprocess.Popen, n: int, timeout: float = 120) -> None:
