@@ -1,6 +1,6 @@
 """Weight sparsity: which matrices are sparse, the top-k projection, and the schedules.
 
-Gao et al. (2025), docs/method.md "Weight-sparse training": after every optimizer step each weight matrix keeps only its
+Gao et al. (2025); docs/method.md, "Weight-sparse training": after every optimizer step each weight matrix keeps only its
 top-k entries by magnitude (same density for every matrix), with at least 4 nonzeros per neuron
 and per attention channel so no unit dies. Density anneals linearly from dense to the target
 between 1% and 50% of training, and the learning rate is multiplied by sqrt(target / current

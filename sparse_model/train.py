@@ -1,6 +1,6 @@
 """Training a weight-sparse GPT on Python code: presets, the data, and one flat loop.
 
-Recipe from Gao et al. (2025), docs/method.md "Weight-sparse training": Adam (0.9, 0.95, eps 0.1), decoupled weight decay
+Recipe from Gao et al. (2025); docs/method.md, "Weight-sparse training": Adam (0.9, 0.95, eps 0.1), decoupled weight decay
 0.1 on the sparse matrices, the global gradient rescaled to RMS 1, the top-k projection after every
 step at the annealed density, and the sharkfin learning rate (`sparsity.py`).
 
