@@ -54,7 +54,8 @@ def main() -> None:
         client = make_client("openai", base_url=server.base_url, concurrency=concurrency)
         with Store.open(db) as store:
             t0 = time.perf_counter()
-            explain_job(store, run, client, nodes=nodes, settings=settings, progress=False, prompts_dir=prompts)
+            explain_job(store, run, client, nodes=nodes, settings=settings, progress=False, prompts_dir=prompts,
+                        explain_prompt="explain")
             seconds = time.perf_counter() - t0
         return seconds, client.usage.requests, client.usage.cache_hits
 

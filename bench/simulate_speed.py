@@ -38,12 +38,13 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=6)
     ap.add_argument("--window", type=int, default=64)
     ap.add_argument("--run", default=None, help="a run folder whose tokenizer cuts the windows")
+    ap.add_argument("--model", default="smollm2-135m", help="local model: a short name or a GGUF path")
     args = ap.parse_args()
 
     import llama_cpp
 
     from explainer.llm import PromptLogprobsRequest
-    from explainer.llm.local import N_CTX, LocalBackend, default_model_path
+    from explainer.llm.local import N_CTX, LocalBackend
     from explainer.prompts import all_at_once_prompt, load_prompt
 
     prompt = load_prompt("simulate")
@@ -53,7 +54,7 @@ def main() -> None:
         text, slots = all_at_once_prompt(prompt, "string quotes and the characters inside strings", w)
         requests.append(PromptLogprobsRequest(prompt=text, slots=tuple(slots), candidates=tuple("0123456789")))
 
-    backend = LocalBackend()
+    backend = LocalBackend(args.model)
     llm = backend.llm
 
     def ours(reuse: bool) -> float:
@@ -68,7 +69,7 @@ def main() -> None:
 
     t_ours = ours(True)
     t_no_reuse = ours(False)
-    full = llama_cpp.Llama(model_path=str(default_model_path()), n_ctx=N_CTX, n_threads=2, n_threads_batch=2,
+    full = llama_cpp.Llama(model_path=str(backend.path), n_ctx=N_CTX, n_threads=2, n_threads_batch=2,
                            logits_all=True, verbose=False)
     t0 = time.perf_counter()
     for r in requests[1:]:

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from .llm import PREFILL, LLMClient, LLMOutputError, LLMRequestError, is_fatal
 from .prompts import Prompt, explain_request, load_prompt, parse_explanation
 
+DEFAULT_PROMPT = "explain_marked"  # chosen by measurement: README, "Explainer recovery"
 CANDIDATE_TEMPERATURE = 1.0  # candidates after the first are sampled, for diversity; the first is greedy
 
 
@@ -22,8 +23,9 @@ class Candidate:
 
 
 class Explainer:
-    def __init__(self, client: LLMClient, prompts_dir: str | None = None, prompt_name: str = "explain"):
-        """prompt_name: the explain prompt file, e.g. `explain_marked` (zero-shot, for small code models)."""
+    def __init__(self, client: LLMClient, prompts_dir: str | None = None, prompt_name: str = DEFAULT_PROMPT):
+        """prompt_name: the explain prompt file: `explain_marked` (zero-shot, marked tokens) or `explain`
+        (the paper's token<TAB>value lines with worked examples, for large models)."""
         self.client = client
         self.prompt: Prompt = load_prompt(prompt_name, prompts_dir)
 

@@ -9,6 +9,8 @@ these functions, so a score means the same thing in both:
 2. `simulate_split`: the simulator predicts every window of a split from the explanation alone.
 3. `score_simulations`: a calibration fitted on the calibrate split, then the scores of each split
    (`scoring.SplitScore`); the calibrated scores (r², absolute deviation) on the score split.
+4. `best_of_k`: k candidate explanations, each simulated on the calibrate split; the best one by
+   its calibrate score is simulated on the score split and scored there.
 
     windows = pick_windows(split_records(sample_records(...)), explain=5, calibrate=5, score=5)
     scored = asyncio.run(simulate_and_score(simulator, "the keyword return", windows))
@@ -17,10 +19,12 @@ these functions, so a score means the same thing in both:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, ContextManager, Sequence
 
 from . import scoring
+from .explain import Candidate, Explainer
 from .records import CALIBRATE, EXPLAIN, SCORE, ActivationRecord
 from .simulators import Simulation, Simulator
 
@@ -129,3 +133,53 @@ def token_lookup(windows: Windows) -> ScoredExplanation:
         sims[split] = [Simulation([float(x) for x in p]) for p in preds] if preds is not None else \
             [Simulation(None, failure="no explanation windows") for _ in recs]
     return score_simulations(TOKEN_LOOKUP_TEXT, windows, sims)
+
+
+@dataclass
+class BestOfK:
+    """k candidate explanations of one node: `scored[i]` holds candidate i's scores (calibrate split;
+    the chosen one also the score split); unusable candidates have no entry. `chosen`: the index of
+    the best candidate by its calibrate score, None when every candidate failed."""
+
+    candidates: list[Candidate]
+    scored: dict[int, ScoredExplanation]
+    chosen: int | None
+
+    @property
+    def score(self) -> float | None:
+        return self.scored[self.chosen].score if self.chosen is not None else None
+
+    @property
+    def text(self) -> str | None:
+        return self.candidates[self.chosen].text if self.chosen is not None else None
+
+
+async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows, k: int, seed: int = 0,
+                    attribute: Callable[[int], ContextManager] | None = None) -> BestOfK:
+    """Best-of-k: candidate i (0 greedy, then sampled) from the explain windows, simulated on the
+    calibrate split; the best by calibrate correlation (ties: the earlier one; without calibrate
+    windows, the first usable one) is simulated on the score split too. `attribute(i)`: a context
+    in which candidate i's LLM requests are made (the explain job uses it for its accounting)."""
+    ctx = attribute or (lambda i: contextlib.nullcontext())
+    candidates: list[Candidate] = []
+    scored: dict[int, ScoredExplanation] = {}
+    for i in range(k):
+        with ctx(i):
+            cand = await explainer.candidate(windows.explain, i, seed=seed)
+            candidates.append(cand)
+            if cand.text is None:
+                continue
+            cal = await simulate_split(simulator, cand.text, windows.calibrate)
+        scored[i] = score_simulations(cand.text, windows, {CALIBRATE: cal} if windows.calibrate else {})
+
+    def key(i: int) -> tuple[float, int]:
+        found = scored[i].scores.get(CALIBRATE)
+        v = found.correlation if found is not None else None
+        return (float("-inf") if v is None else v, -i)
+
+    chosen = max(scored, key=key) if scored else None
+    if chosen is not None:
+        with ctx(chosen):
+            scored[chosen] = await simulate_and_score(simulator, candidates[chosen].text, windows,
+                                                      scored[chosen].simulations.get(CALIBRATE))
+    return BestOfK(candidates, scored, chosen)

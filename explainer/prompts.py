@@ -72,7 +72,12 @@ class PromptFile(BaseModel):
     top_tokens: Annotated[int, Field(ge=0)] = 8
     instruction: StrictStr = ""
     strip_leads: list[StrictStr] = []
-    max_lines: Annotated[int, Field(ge=0)] = 0  # > 0: show only (at most this many) lines with a marked token  # openings of a reply that say nothing ("the neuron fires on"), removed
+    max_lines: Annotated[int, Field(ge=0)] = 0  # > 0: show only (at most this many) lines with a marked token
+    # The count of each often-marked token also says how often it appears in the shown windows
+    # ("'self' (marked 9 of 9 times)"), so the model can tell one token from a position in the code.
+    marked_of_seen: bool = False
+    # Style examples in the system message are not answers: a reply equal to one is refused.
+    style_examples: list[StrictStr] = []
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,11 @@ def marked_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def seen_counts(records: Sequence[Any]) -> Counter:
+    """How often each token (stripped, as in `marked_counts`) appears in the records at all."""
+    return Counter(t.strip() or t for r in records for t in _tokens_acts(r)[0])
+
+
 def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
                    seed: int | None = None) -> ChatRequest:
     """Zero-shot chat for small code models: the excerpts as code with the active tokens marked,
@@ -176,7 +186,12 @@ def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temper
     else:
         blocks = [f"Excerpt {i}:\n```python\n{text}\n```" for i, text in enumerate(texts, start=1)]
     counts = marked_counts(records, threshold)[:int(prompt["top_tokens"])]
-    summary = ("Most often marked: " + ", ".join(f"{show_token(t)!r} ({n})" for t, n in counts)) if counts else ""
+    if prompt["marked_of_seen"]:
+        seen = seen_counts(records)
+        summary = "Most often marked: " + ", ".join(f"{show_token(t)!r} (marked {n} of {seen[t]} times)" for t, n in counts)
+    else:
+        summary = "Most often marked: " + ", ".join(f"{show_token(t)!r} ({n})" for t, n in counts)
+    summary = summary if counts else ""
     user = "\n\n".join([*blocks, summary, prompt["instruction"]]).strip()
     prefix = prompt["prefix"] or ""
     return ChatRequest(messages=(("system", prompt["system"]), ("user", user)), max_tokens=int(prompt["max_tokens"]),
@@ -227,6 +242,8 @@ def parse_explanation(text: str, prompt: Prompt) -> str:
         out = f"the token {out}"  # a code model often answers with the token itself, e.g. "="
     if sum(c.isalpha() for c in out) < 3:
         raise LLMOutputError(f"the explainer returned no usable explanation: {text!r}")
+    if _norm(out) in {_norm(x) for x in prompt["style_examples"]}:
+        raise LLMOutputError("the explainer repeated a style example of its instructions")
     if _norm(out) in {_norm(ex["explanation"]) for ex in prompt["examples"]}:
         # Small models often repeat the last worked example verbatim; that says nothing about the node.
         raise LLMOutputError("the explainer repeated a few-shot example's explanation")

@@ -18,8 +18,10 @@ of equal maximum (binary rules) are broken differently per seed.
   the simulator got no linear signal from that explanation. So a constant simulator scores 0.5
   and a simulator that knows the rule scores 1. Mean, standard deviation, min and max over seeds.
 - Explainer recovery (optional; needs an LLM): the LLM explains each rule neuron from its top
-  windows (`explain.Explainer`, candidate 0), the explanation is scored like the others, and
-  compared with the correct explanation's score and the token-lookup baseline's.
+  windows exactly as the explain job explains a real node (`pipeline.best_of_k`: k candidates, the
+  best by its score on the calibrate split's windows), the chosen explanation is scored on the
+  score windows like the others, and compared with the correct explanation's score and the
+  token-lookup baseline's (both on the same score windows).
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ from sparse_model.errors import UserError
 from sparse_model.run import Run
 
 from . import scoring
-from .explain import Candidate, Explainer
+from .explain import Explainer
 from .ground_truth import TRAINING, Rule, rule_activations, wrong_explanations
 from .lexer import Annotations, annotate
-from .pipeline import CORRECT, LLM, TOKEN_LOOKUP, WRONG, ScoredExplanation, Windows, pick_windows, \
+from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, pick_windows, \
     simulate_and_score, token_lookup
 from .records import ActivationRecord, sample_records, split_records, token_table, window_starts
 from .simulators import Simulator
@@ -51,12 +53,16 @@ class EvalSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
     n_windows: int | None = None  # windows cut from the validation split (default: records.MAX_WINDOWS)
     recovery: bool = False  # explain every rule neuron with the LLM (seed seeds[0] only)
+    explanations_per_rule: int = 3  # recovery: best-of-k, as the explain job's explanations_per_node
+    calibrate_windows: int = 5  # recovery: top and as many random windows that pick the best candidate
 
     def check(self) -> None:
         if self.window < 2:
             raise UserError(f"--window must be at least 2 tokens, got {self.window}")
         if self.score_windows < 1 or self.explain_windows < 1:
             raise UserError("--score-windows and --explain-windows must be at least 1")
+        if self.explanations_per_rule < 1 or self.calibrate_windows < 1:
+            raise UserError("--explanations-per-rule and --calibrate-windows must be at least 1")
         if not self.seeds:
             raise UserError("--seeds must be at least 1")
 
@@ -74,6 +80,7 @@ class RuleResult:
     llm_failure: str | None = None
     llm_score: float | None = None
     token_lookup: float | None = None
+    llm_candidates: list[str | None] = field(default_factory=list)  # every candidate, None where unusable
 
 
 @dataclass
@@ -182,13 +189,16 @@ def rule_windows(splits: dict[str, list[ActivationRecord]], s: EvalSettings) -> 
 @dataclass
 class RuleRun:
     """Everything one rule neuron and seed produced: its records, windows, every scored
-    explanation as (kind, candidate, scored), and the LLM's candidate (explainer recovery)."""
+    explanation as (kind, candidate, scored), and the LLM's candidates (explainer recovery, made
+    and judged on `recovery_windows`: the score windows plus calibrate windows)."""
 
     result: RuleResult
     splits: dict[str, list[ActivationRecord]]
     windows: Windows
     scored: list[tuple[str, int, ScoredExplanation]] = field(default_factory=list)
-    candidate: Candidate | None = None
+    recovery_windows: Windows | None = None
+    baseline: ScoredExplanation | None = None  # token lookup, on the recovery windows
+    best: BestOfK | None = None
 
 
 async def run_rule(rule: Rule, seed: int, data: SuiteData, simulator: Simulator, s: EvalSettings,
@@ -212,12 +222,12 @@ async def run_rule(rule: Rule, seed: int, data: SuiteData, simulator: Simulator,
         r.wrong[w] = await scored(WRONG, w, candidate=i)
     r.auroc = discrimination_auroc([r.correct], list(r.wrong.values()))
     if explainer is not None:
-        baseline = token_lookup(windows)
-        run.scored.append((TOKEN_LOOKUP, 0, baseline))
-        r.token_lookup = baseline.score
-        run.candidate = await explainer.candidate(windows.explain, 0, seed=seed)
-        r.llm_explanation, r.llm_failure = run.candidate.text, run.candidate.failure
-        if run.candidate.text is not None:
-            r.llm_score = await scored(LLM, run.candidate.text)
+        run.recovery_windows = rec = pick_windows(splits, s.explain_windows, s.calibrate_windows, s.score_windows)
+        run.baseline = token_lookup(rec)
+        r.token_lookup = run.baseline.score
+        run.best = best = await best_of_k(explainer, simulator, rec, s.explanations_per_rule, seed=seed)
+        r.llm_explanation, r.llm_score = best.text, best.score
+        r.llm_failure = best.candidates[0].failure if best.chosen is None else None
+        r.llm_candidates = [c.text for c in best.candidates]
     r.seconds = time.perf_counter() - t0
     return run

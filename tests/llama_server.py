@@ -88,8 +88,8 @@ def start_llama_server(model_path: str | Path | None = None, *, n_ctx: int = 204
     machine with few cores made requests several times slower than a single thread.
     The server's output goes to a temporary log file, shown if it fails to start."""
     if model_path is None:
-        from explainer.llm.local import default_model_path
-        model_path = default_model_path()
+        from explainer.llm.local import smollm2_path
+        model_path = smollm2_path()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path), "--host", "127.0.0.1",

@@ -133,3 +133,29 @@ def test_cli_eval_prints_the_table(tiny_run, tmp_path):
     assert CliRunner().invoke(main, ["--db", db, "eval", str(tiny_run), "--rules", "nope"]).exit_code == 2
     with Store.open(db, read_only=True) as store:  # the suite's rows went to --db
         assert store.query("SELECT count(*) FROM explanations WHERE purpose = 'eval'")[1][0][0] > 0
+
+
+@needs_embedding
+def test_the_embedded_explainer_recovers_a_rule_neuron(tiny_run, tmp_path, embedded_llm):
+    """The default explainer (Qwen2.5-Coder-0.5B in process, the default prompt) explains one rule
+    neuron best of 2, as the explain job explains a node: the chosen explanation names what the rule
+    fires on and scores well; every candidate is stored with the model that wrote it."""
+    from explainer.explain import DEFAULT_PROMPT
+    from explainer.llm import make_client
+    from explainer.prompts import load_prompt
+    from explainer.simulators import EmbeddingSimulator
+
+    data = SuiteData.from_run(tiny_run)
+    s = EvalSettings(window=32, score_windows=2, explain_windows=4, seeds=(0,), recovery=True,
+                     explanations_per_rule=2, calibrate_windows=2)
+    with Store.open(tmp_path / "c.duckdb") as store:
+        res = run_suite(data, EmbeddingSimulator(), s, rules=["return_keyword"], store=store, client=make_client("local"))
+        rows = store.query("SELECT candidate, selected, text, explainer, explain_prompt, settings->>'$.llm.sha256' "
+                           "FROM explanations WHERE kind = 'llm' ORDER BY candidate")[1]
+    (r,) = res.rules
+    assert r.llm_explanation and "return" in r.llm_explanation.lower(), r.llm_candidates
+    assert r.llm_score is not None and r.llm_score > 0.5
+    assert [row[0] for row in rows] == [0, 1] and sum(row[1] for row in rows) == 1
+    assert {row[3] for row in rows} == {"local:Qwen2.5-Coder-0.5B-Instruct"}
+    assert {row[4] for row in rows} == {load_prompt(DEFAULT_PROMPT).version}
+    assert {row[5] for row in rows} == {"1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"}

@@ -10,6 +10,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
+from explainer.explain import DEFAULT_PROMPT
 from explainer.jobs.circuits import prune_job
 from explainer.cli import main
 from explainer.llm import CHAT, PREFILL, PROMPT_LOGPROBS, TOKEN_LOGPROBS, Backend, ChatResult, LLMClient, PromptLogprobsRequest
@@ -20,8 +21,10 @@ from explainer.store import Store
 from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
 
+# The job's plumbing on the fast SmolLM2 (it simulates too, not the default); the default explainer,
+# Qwen2.5-Coder-0.5B, is tested on a rule neuron in test_evaluation.py.
 SMALL = ["--window", "12", "--explain-windows", "2", "--score-windows", "1", "--calibrate-windows", "1",
-         "--explanations-per-node", "2", "--simulator", "all_at_once"]  # SmolLM2 simulates too (not the default)
+         "--explanations-per-node", "2", "--simulator", "all_at_once", "--model", "smollm2-135m"]
 
 
 def _cli(db, *args):
@@ -81,7 +84,7 @@ def test_llm_explanations_record_versions_and_are_scored_or_say_why_not(explaine
                   "FROM explanations WHERE kind = 'llm'")
     for eid, text, failure, raw, explainer, ep, sp, sim in rows:
         assert explainer == "local:SmolLM2-135M-Instruct" and sim == "all_at_once"
-        assert ep == load_prompt("explain").version and sp == load_prompt("simulate").version
+        assert ep == load_prompt(DEFAULT_PROMPT).version and sp == load_prompt("simulate").version
         if text is None:  # an unusable reply is a recorded failure with the raw text kept
             assert failure and raw is not None
     # Selected explanations with text were simulated on both held-out splits with one value per token.
@@ -260,7 +263,8 @@ def test_openai_backend_explains_and_simulates_through_a_real_server(tmp_path, t
     code, out, err = _cli(db, "explain", str(tiny_run), "--backend", "openai", "--base-url", llama_server,
                           "--model", "smollm2", "--node", "L0.mlp.neuron[1]", "--window", "6", "--explain-windows", "1",
                           "--score-windows", "1", "--calibrate-windows", "1", "--explanations-per-node", "1",
-                          "--simulator", simulator, "--prompts", str(prompts), "--no-shuffled")
+                          "--simulator", simulator, "--prompts", str(prompts), "--explain-prompt", "explain",
+                          "--no-shuffled")
     assert code == 0, err
     expected = "all_at_once" if simulator == "auto" else "chat_logprobs"  # the server echoes prompt log-probs
     (row,) = _q(db, "SELECT explainer, simulator, text, failure, raw_text, explain_prompt FROM explanations "

@@ -28,7 +28,8 @@ from sparse_model.prune import PruneSettings
 
 SECRET = "sk-test-report-0000"
 EXPLAIN = ["--window", "12", "--explain-windows", "1", "--score-windows", "2", "--calibrate-windows", "1",
-           "--explanations-per-node", "1", "--concurrency", "2", "--backoff", "0.05", "--timeout", "5"]
+           "--explanations-per-node", "1", "--concurrency", "2", "--backoff", "0.05", "--timeout", "5",
+           "--explain-prompt", "explain"]  # the fake server answers the worked-example format
 
 # A real-looking module (an HTML page renderer) whose strings and comments carry markup that must never
 # reach the report as markup. The DOM-visible payloads (document.title, an element id "pwned") let the

@@ -23,7 +23,8 @@ from fault_server import FaultServer
 SECRET = "sk-test-SECRET-7f3a9c21"
 NODES = ["--node", "L0.mlp.neuron[0]", "--node", "L0.mlp.neuron[1]", "--node", "L0.mlp.neuron[2]"]
 SMALL = ["--window", "6", "--explain-windows", "1", "--score-windows", "1", "--calibrate-windows", "1",
-         "--explanations-per-node", "1", "--concurrency", "1", "--backoff", "0.05", "--timeout", "2"]
+         "--explanations-per-node", "1", "--concurrency", "1", "--backoff", "0.05", "--timeout", "2",
+         "--explain-prompt", "explain"]  # the fake server answers the worked-example format
 
 
 def _args(db, run, server, prompts, *extra):

