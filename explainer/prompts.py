@@ -76,6 +76,9 @@ class PromptFile(BaseModel):
     # The count of each often-marked token also says how often it appears in the shown windows
     # ("'self' (marked 9 of 9 times)"), so the model can tell one token from a position in the code.
     marked_of_seen: bool = False
+    # Also count the tokens right before each marked run ("Right before a marked token: 'return' (6)"),
+    # so a neuron about a position (the token after X) can be told from one about a token.
+    before_counts: bool = False
     # Style examples in the system message are not answers: a reply equal to one is refused.
     style_examples: list[StrictStr] = []
 
@@ -167,6 +170,25 @@ def marked_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+def before_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int]]:
+    """How often each token (stripped, as in `marked_counts`) comes right before a run of marked
+    tokens, most often first; a run at the start of a window has no token before it."""
+    pairs = [_tokens_acts(r) for r in records]
+    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
+    counts: Counter = Counter()
+    for tokens, acts in pairs:
+        hot = [v >= threshold for v in normalize_activations(acts, top)]
+        counts.update(_context_name(tokens[i - 1]) for i in range(1, len(tokens)) if hot[i] and not hot[i - 1])
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _context_name(token: str) -> str:
+    """A token as counted in `before_counts`: stripped; whitespace by what it holds."""
+    if token.strip():
+        return token.strip()
+    return "(line break)" if "\n" in token else "(spaces)"
+
+
 def seen_counts(records: Sequence[Any]) -> Counter:
     """How often each token (stripped, as in `marked_counts`) appears in the records at all."""
     return Counter(t.strip() or t for r in records for t in _tokens_acts(r)[0])
@@ -192,6 +214,10 @@ def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temper
     else:
         summary = "Most often marked: " + ", ".join(f"{show_token(t)!r} ({n})" for t, n in counts)
     summary = summary if counts else ""
+    if prompt["before_counts"] and counts:
+        before = before_counts(records, threshold)[:int(prompt["top_tokens"])]
+        summary += "\nRight before a marked token: " + ", ".join(
+            f"{t if t.startswith('(') else repr(show_token(t))} ({n})" for t, n in before)
     user = "\n\n".join([*blocks, summary, prompt["instruction"]]).strip()
     prefix = prompt["prefix"] or ""
     return ChatRequest(messages=(("system", prompt["system"]), ("user", user)), max_tokens=int(prompt["max_tokens"]),

@@ -137,11 +137,13 @@ def test_cli_eval_prints_the_table(tiny_run, tmp_path):
 
 @needs_embedding
 def test_the_embedded_explainer_recovers_a_rule_neuron(tiny_run, tmp_path, embedded_llm):
-    """The default explainer (Qwen2.5-Coder-0.5B in process, the default prompt) explains one rule
+    """The default explainer (Qwen2.5-Coder-1.5B in process, the default prompt) explains one rule
     neuron best of 2, as the explain job explains a node: the chosen explanation names what the rule
     fires on and scores well; every candidate is stored with the model that wrote it."""
     from explainer.explain import DEFAULT_PROMPT
     from explainer.llm import make_client
+    from explainer.llm.local import DEFAULT_MODEL
+    from explainer.llm.models import EMBEDDED
     from explainer.prompts import load_prompt
     from explainer.simulators import EmbeddingSimulator
 
@@ -156,6 +158,6 @@ def test_the_embedded_explainer_recovers_a_rule_neuron(tiny_run, tmp_path, embed
     assert r.llm_explanation and "return" in r.llm_explanation.lower(), r.llm_candidates
     assert r.llm_score is not None and r.llm_score > 0.5
     assert [row[0] for row in rows] == [0, 1] and sum(row[1] for row in rows) == 1
-    assert {row[3] for row in rows} == {"local:Qwen2.5-Coder-0.5B-Instruct"}
+    assert {row[3] for row in rows} == {f"local:{EMBEDDED[DEFAULT_MODEL].display}"}
     assert {row[4] for row in rows} == {load_prompt(DEFAULT_PROMPT).version}
-    assert {row[5] for row in rows} == {"1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"}
+    assert {row[5] for row in rows} == {EMBEDDED[DEFAULT_MODEL].sha256}  # which weights wrote it

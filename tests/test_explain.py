@@ -22,7 +22,7 @@ from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
 
 # The job's plumbing on the fast SmolLM2 (it simulates too, not the default); the default explainer,
-# Qwen2.5-Coder-0.5B, is tested on a rule neuron in test_evaluation.py.
+# Qwen2.5-Coder, is tested on a rule neuron in test_evaluation.py.
 SMALL = ["--window", "12", "--explain-windows", "2", "--score-windows", "1", "--calibrate-windows", "1",
          "--explanations-per-node", "2", "--simulator", "all_at_once", "--model", "smollm2-135m"]
 

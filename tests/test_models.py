@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from explainer.llm.models import EMBEDDED, check_gguf, join_parts, model_file
+from explainer.llm.local import DEFAULT_MODEL
 from sparse_model.errors import UserError
 
 
@@ -85,7 +86,7 @@ def test_gguf_paths_are_checked(tmp_path):
     assert check_gguf(ok) == ok
 
 
-QWEN = EMBEDDED["qwen2.5-coder-0.5b"]
+QWEN = EMBEDDED[DEFAULT_MODEL]  # the default explainer, in the [local] extra
 have_qwen = all(importlib.util.find_spec(m) is not None for m in QWEN.part_modules())
 
 
@@ -93,10 +94,10 @@ have_qwen = all(importlib.util.find_spec(m) is not None for m in QWEN.part_modul
 def test_the_real_qwen_parts_join_into_the_published_file(tmp_path, monkeypatch):
     if not have_qwen:
         if os.environ.get("CIRCUITS_REQUIRE_LLM"):
-            pytest.fail(f"the Qwen2.5-Coder-0.5B part packages are missing: {QWEN.pip_command()}")
-        pytest.skip("the Qwen2.5-Coder-0.5B part packages are not installed")
+            pytest.fail(f"the {QWEN.display} part packages are missing: {QWEN.pip_command()}")
+        pytest.skip(f"the {QWEN.display} part packages are not installed")
     monkeypatch.setenv("CIRCUITS_MODEL_CACHE", str(tmp_path))
-    path = model_file("qwen2.5-coder-0.5b")
+    path = model_file(DEFAULT_MODEL)
     assert path.stat().st_size == QWEN.size
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -105,4 +106,4 @@ def test_the_real_qwen_parts_join_into_the_published_file(tmp_path, monkeypatch)
     assert h.hexdigest() == QWEN.sha256
     with open(path, "r+b") as f:  # damage the cached file: it is detected and joined again
         f.truncate(QWEN.size - 1)
-    assert model_file("qwen2.5-coder-0.5b").stat().st_size == QWEN.size
+    assert model_file(DEFAULT_MODEL).stat().st_size == QWEN.size
