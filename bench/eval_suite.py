@@ -35,7 +35,7 @@ def _llm(prompt_name: str):
         from explainer.llm import make_client
         from explainer.simulators import make_simulator
 
-        client = make_client("local")
+        client = make_client("local", model="smollm2-135m")  # the model these rows were measured with
         return make_simulator(client, "all_at_once", prompt_name=prompt_name), client
     return make
 
