@@ -28,7 +28,9 @@ def demo_db(tmp_path_factory, tiny_run, small_corpus, embedded_llm):
                                                     score_windows=1, calibrate_windows=1))
     logs: list[str] = []
     with Store.open(tmp / "c.duckdb") as store:
-        rows = run_demo(store, settings, progress=False, log=logs.append)
+        # the demo's plumbing on the fast SmolLM2; the default explainer is tested in test_evaluation.py
+        rows = run_demo(store, settings, client=make_client("local", model="smollm2-135m"), progress=False,
+                        log=logs.append)
     return tmp, settings, rows, logs
 
 
@@ -58,7 +60,8 @@ def test_a_second_demo_reuses_everything(demo_db):
     before = [_count(db, f"SELECT count(*) FROM {t}") for t in ("circuits", "explanations", "simulations", "scores")]
     (tmp / "report.html").unlink()
     with Store.open(db) as store:
-        again = run_demo(store, settings, progress=False, log=lambda m: None)
+        again = run_demo(store, settings, client=make_client("local", model="smollm2-135m"), progress=False,
+                         log=lambda m: None)
     assert again == rows
     assert [_count(db, f"SELECT count(*) FROM {t}") for t in ("circuits", "explanations", "simulations", "scores")] == before
     assert _count(db, "SELECT requests - cache_hits FROM job_summary ORDER BY started_at DESC LIMIT 1") == 0

@@ -48,6 +48,10 @@ def _fmt(stats: dict) -> tuple:
               help="Top and as many random windows scored per explanation; default 5 (embedding), 2 (LLM).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Also let the LLM explain every rule neuron (first seed) and score its explanation.")
+@click.option("--explanations-per-rule", type=int, default=3, show_default=True,
+              help="Recovery: candidate explanations per rule neuron, the best picked on calibrate windows (best of k).")
+@click.option("--calibrate-windows", type=int, default=5, show_default=True,
+              help="Recovery: top and as many random windows that pick the best candidate.")
 @click.option("--real-nodes", type=int, default=0, show_default=True,
               help="Also explain this many circuit nodes of RUN with the simulator (as `circuits explain` with its defaults, best of 3).")
 @click.option("--task", "tasks", multiple=True, help="With --real-nodes: take the nodes of this task's circuit "
@@ -55,7 +59,7 @@ def _fmt(stats: dict) -> tuple:
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
 @db_option
 def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, base_url, concurrency, seeds, rules, window,
-                 score_windows, recovery, real_nodes, tasks, as_json):
+                 score_windows, recovery, explanations_per_rule, calibrate_windows, real_nodes, tasks, as_json):
     """Ground-truth suite: rule neurons with known explanations measure whether a simulator ranks
     the correct explanation above wrong ones (AUROC, per rule set, spread over seeds) and whether
     the explainer recovers it. Every score is stored with purpose 'eval'.
@@ -89,15 +93,14 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
             llm_sim = sim.method != EMBEDDING
             settings = EvalSettings(window=window or (32 if llm_sim else 64),
                                     score_windows=score_windows or (2 if llm_sim else 5),
-                                    seeds=tuple(range(seeds or (1 if llm_sim else 3))), recovery=recovery)
+                                    seeds=tuple(range(seeds or (1 if llm_sim else 3))), recovery=recovery,
+                                    explanations_per_rule=explanations_per_rule, calibrate_windows=calibrate_windows)
             click.echo(f"{sim.method} ({sim.version}): {len(rules or RULES)} rules x {len(settings.seeds)} seeds, "
                        f"{settings.window}-token windows, {settings.score_windows} + {settings.score_windows} "
                        f"score windows{', explainer recovery' if recovery else ''}", err=True)
             res = run_suite(data, sim, settings, rules=list(rules) or None, store=store, client=client,
                             explain_prompt=explain_prompt,
-                            progress=lambda r: click.echo(f"  {r.rule} seed {r.seed}: AUROC "
-                                                          f"{'n/a' if r.auroc is None else round(r.auroc, 2)} "
-                                                          f"({r.seconds:.1f} s)", err=True))
+                            progress=lambda r: click.echo(_rule_line(r), err=True))
             results.append(res)
         if not as_json:
             _print_suites(results)
@@ -113,6 +116,17 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
         click.echo("\nreal circuit nodes (stored scores, every explain job of this model):")
         cols = ["model", "simulator", "kind", "nodes", "mean_score", "llm_beats_shuffled"]
         print_rows(cols, [[x[c] for c in cols] for x in real])
+
+
+def _rule_line(r) -> str:
+    """One progress line per rule and seed: its AUROC and, with recovery, the LLM's explanation."""
+    line = f"  {r.rule} seed {r.seed}: AUROC {'n/a' if r.auroc is None else round(r.auroc, 2)} ({r.seconds:.1f} s)"
+    if r.llm_explanation is not None:
+        score = "n/a" if r.llm_score is None else f"{r.llm_score:.2f}"
+        line += f"; LLM {score}: {r.llm_explanation!r}"
+    elif r.llm_failure:
+        line += f"; LLM failed: {r.llm_failure}"
+    return line
 
 
 def _print_suites(results) -> None:
