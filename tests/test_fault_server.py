@@ -105,7 +105,7 @@ def test_simulators_and_explainer_accept_normal_answers(server):
         await client.probe()
         sims = {m: await make_simulator(client, m).simulate("quotes", TOKENS)
                 for m in ("all_at_once", "chat_logprobs", "text")}
-        explained = await Explainer(client).explain(records, k=2)
+        explained = await Explainer(client, prompt_name="explain").explain(records, k=2)
         chat = await client.chat(ChatRequest(messages=(("user", "1\ta\n2\tb"),), max_tokens=50, top_logprobs=5))
         return sims, explained, chat
 

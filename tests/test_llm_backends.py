@@ -39,8 +39,9 @@ def local_backend():
     why = server_available()
     if why:
         skip_or_fail(why)
-    from explainer.llm.local import LocalBackend
-    return LocalBackend(n_threads=1)  # llama.cpp threads spin-wait: on a busy 2-core machine 1 is faster
+    from explainer.llm.local import SMOLLM2, LocalBackend
+    # The same GGUF file as the test server; llama.cpp threads spin-wait: on a busy 2-core machine 1 is faster.
+    return LocalBackend(SMOLLM2, n_threads=1)
 
 
 def one_line_llm_error(err: BaseException, *must_contain: str) -> str:
