@@ -153,6 +153,10 @@ class BestOfK:
     def text(self) -> str | None:
         return self.candidates[self.chosen].text if self.chosen is not None else None
 
+    def selected(self, i: int) -> bool:
+        """Whether candidate i stands for the node: the chosen one, or the first when every one failed."""
+        return i == (0 if self.chosen is None else self.chosen)
+
 
 async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows, k: int, seed: int = 0,
                     attribute: Callable[[int], ContextManager] | None = None) -> BestOfK:

@@ -124,6 +124,19 @@ def _tokens_acts(record: Any) -> tuple[Sequence[str], Sequence[float]]:
     return record.tokens, record.activations
 
 
+def _scaled(records: Sequence[Any]) -> list[tuple[Sequence[str], list[int]]]:
+    """Each record's tokens with its values on the 0..10 scale, normalised by the maximum over all
+    the records shown together."""
+    pairs = [_tokens_acts(r) for r in records]
+    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
+    return [(t, normalize_activations(a, top)) for t, a in pairs]
+
+
+def _count_key(token: str) -> str:
+    """A token as the counts of marked and seen tokens name it: stripped of surrounding spaces."""
+    return token.strip() or token
+
+
 # ---- explanation -----------------------------------------------------------------------------
 
 
@@ -131,14 +144,12 @@ def records_text(records: Sequence[Any]) -> str:
     """The explanation prompt's view of a neuron: each window as token<TAB>value lines, values
     normalised to 0..10 by the maximum over all windows shown; if under 20% of the values are
     nonzero, the windows are listed again with the zeros left out."""
-    pairs = [_tokens_acts(r) for r in records]
-    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
-    normalised = [normalize_activations(a, top) for _, a in pairs]
-    text = "".join(_record_block(t, v) for (t, _), v in zip(pairs, normalised))
-    values = [v for vs in normalised for v in vs]
+    scaled = _scaled(records)
+    text = "".join(_record_block(t, v) for t, v in scaled)
+    values = [v for _, vs in scaled for v in vs]
     if values and sum(v > 0 for v in values) < SPARSE_FRACTION * len(values):
         text += "\nThe same activations, with the zeros left out:\n"
-        text += "".join(_record_block(t, v, skip_zeros=True) for (t, _), v in zip(pairs, normalised))
+        text += "".join(_record_block(t, v, skip_zeros=True) for t, v in scaled)
     return text
 
 
@@ -163,21 +174,17 @@ def marked_text(tokens: Sequence[str], values: Sequence[int], threshold: int) ->
 
 def marked_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int]]:
     """How often each token (its text, stripped of surrounding spaces) is marked, most often first."""
-    pairs = [_tokens_acts(r) for r in records]
-    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
-    counts = Counter(t.strip() or t for tokens, acts in pairs
-                     for t, v in zip(tokens, normalize_activations(acts, top)) if v >= threshold)
+    counts = Counter(_count_key(t) for tokens, values in _scaled(records) for t, v in zip(tokens, values)
+                     if v >= threshold)
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def before_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int]]:
     """How often each token (stripped, as in `marked_counts`) comes right before a run of marked
     tokens, most often first; a run at the start of a window has no token before it."""
-    pairs = [_tokens_acts(r) for r in records]
-    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
     counts: Counter = Counter()
-    for tokens, acts in pairs:
-        hot = [v >= threshold for v in normalize_activations(acts, top)]
+    for tokens, values in _scaled(records):
+        hot = [v >= threshold for v in values]
         counts.update(_context_name(tokens[i - 1]) for i in range(1, len(tokens)) if hot[i] and not hot[i - 1])
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
@@ -191,29 +198,24 @@ def _context_name(token: str) -> str:
 
 def seen_counts(records: Sequence[Any]) -> Counter:
     """How often each token (stripped, as in `marked_counts`) appears in the records at all."""
-    return Counter(t.strip() or t for r in records for t in _tokens_acts(r)[0])
+    return Counter(_count_key(t) for r in records for t in _tokens_acts(r)[0])
 
 
 def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
                    seed: int | None = None) -> ChatRequest:
     """Zero-shot chat for small code models: the excerpts as code with the active tokens marked,
     then the most often marked tokens with their counts, then the instruction."""
-    pairs = [_tokens_acts(r) for r in records]
-    top = max((max(a) for _, a in pairs if len(a)), default=0.0)
     threshold = int(prompt["threshold"])
-    texts = [marked_text(t, normalize_activations(a, top), threshold) for t, a in pairs]
+    texts = [marked_text(t, v, threshold) for t, v in _scaled(records)]
     if prompt["max_lines"]:  # only the lines with a marked token, each on its own
         lines = [line.strip() for text in texts for line in text.split("\n") if MARK_OPEN in line]
         blocks = ["\n".join(f"{i}. {line}" for i, line in enumerate(lines[:int(prompt["max_lines"])], start=1))]
     else:
         blocks = [f"Excerpt {i}:\n```python\n{text}\n```" for i, text in enumerate(texts, start=1)]
     counts = marked_counts(records, threshold)[:int(prompt["top_tokens"])]
-    if prompt["marked_of_seen"]:
-        seen = seen_counts(records)
-        summary = "Most often marked: " + ", ".join(f"{show_token(t)!r} (marked {n} of {seen[t]} times)" for t, n in counts)
-    else:
-        summary = "Most often marked: " + ", ".join(f"{show_token(t)!r} ({n})" for t, n in counts)
-    summary = summary if counts else ""
+    seen = seen_counts(records) if prompt["marked_of_seen"] else None
+    summary = ("Most often marked: " + ", ".join(f"{show_token(t)!r} ({f'marked {n} of {seen[t]} times' if seen else n})"
+                                                 for t, n in counts)) if counts else ""
     if prompt["before_counts"] and counts:
         before = before_counts(records, threshold)[:int(prompt["top_tokens"])]
         summary += "\nRight before a marked token: " + ", ".join(

@@ -47,6 +47,7 @@ class _Saver:
                          "simulate_prompt": simulator.version, "llm": llm, "window": s.window,
                          "score_windows": s.score_windows, "explain_windows": s.explain_windows,
                          "n_windows": s.n_windows}
+        self.explain_prompt = explainer.version if explainer is not None else None
         if explainer is not None:  # recovery: best-of-k settings and the explain prompt change its rows
             self.settings["recovery"] = {"explain_prompt": explainer.version, "k": s.explanations_per_rule,
                                          "calibrate_windows": s.calibrate_windows}
@@ -67,7 +68,7 @@ class _Saver:
         row.update(kw)
         return row
 
-    def save(self, rule: Rule, run: RuleRun, explainer: Explainer | None) -> None:
+    def save(self, rule: Rule, run: RuleRun) -> None:
         if self.store is None:
             return
         seed = run.result.seed
@@ -79,10 +80,8 @@ class _Saver:
             items.append(explanation_item(self._row(rule, seed, TOKEN_LOOKUP, run.baseline.text, explainer=TOKEN_LOOKUP,
                                                     simulator=TOKEN_LOOKUP, simulate_prompt=None), rec, run.baseline))
             for i, cand in enumerate(run.best.candidates):
-                row = self._row(rule, seed, LLM, cand.text, i, explainer=self.llm_name,
-                                explain_prompt=explainer.version if explainer else None,
-                                selected=run.best.chosen == i or (run.best.chosen is None and i == 0),
-                                failure=cand.failure, raw_text=cand.raw_text)
+                row = self._row(rule, seed, LLM, cand.text, i, explainer=self.llm_name, explain_prompt=self.explain_prompt,
+                                selected=run.best.selected(i), failure=cand.failure, raw_text=cand.raw_text)
                 items.append(explanation_item(row, rec, run.best.scored.get(i)))
         self.store.save_activation_records(EVAL_MODEL, self.node(rule, seed), record_rows(run.splits, seed))
         self.store.save_explanations(items)
@@ -114,7 +113,7 @@ def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | No
                 for rule in chosen:
                     ex = explainer if seed == s.seeds[0] else None
                     run = await run_rule(rule, seed, data, simulator, s, ex)
-                    saver.save(rule, run, ex)
+                    saver.save(rule, run)
                     out.rules.append(run.result)
                     if progress:
                         progress(run.result)

@@ -183,11 +183,9 @@ class _Job:
                                 attribute=lambda i: working_on(self._id(nid, LLM, i), nid))
         items: list[Item] = []
         for i, cand in enumerate(found.candidates):
-            row = self._row(nid, LLM, candidate=i, text=cand.text, selected=found.chosen == i, failure=cand.failure,
+            row = self._row(nid, LLM, candidate=i, text=cand.text, selected=found.selected(i), failure=cand.failure,
                             raw_text=cand.raw_text)
             items.append(explanation_item(row, windows, found.scored.get(i)))
-        if found.chosen is None:  # every candidate failed: the first one stands for the node, with its reason
-            items[0][0]["selected"] = True
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
         self.store.save_explanations(items)

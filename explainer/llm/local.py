@@ -62,8 +62,8 @@ def _load(path: str, n_threads: int):
                               verbose=False, seed=0)
     except (ValueError, RuntimeError, MemoryError) as e:
         raise LLMError(f"could not load the GGUF model {path} ({e}); check the file, or that it fits in memory") from None
-    while len(_LOADED) >= 2:  # at most two models in memory at once
-        _LOADED.pop(next(iter(_LOADED))).close()
+    while len(_LOADED) >= 2:  # at most two models kept; one still in use lives on until it is dropped
+        _LOADED.pop(next(iter(_LOADED)))
     _LOADED[key] = llm
     return llm
 
