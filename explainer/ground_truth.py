@@ -8,18 +8,23 @@ then go through exactly the same code path as a real node (`records.sample_recor
 `records.split_records`, the same prompts, simulators and scores), so a simulator that cannot tell
 the correct explanation of a rule neuron from a wrong one cannot be trusted on real nodes either.
 
-Rules see the text with its full context: the whole validation stream is lexed once, file by file
-(files are separated by `<|endoftext|>`), by a small Python lexer (`explainer.lexer`): strings (with their
-opening and closing quotes, triple quotes, escapes), comments, bracket depth, line starts and
-indentation, the previous code token, function headers. A window that starts inside a docstring
-is therefore labelled correctly even though its first token does not show it.
+Rules see the text with its full context and share no code with the embedding simulator: the
+whole validation stream is labelled once, file by file, by Python's own `tokenize` and `ast`
+(`explainer.code_labels`), while the simulator describes a window with its own small lexer and
+sees only the window. A window that starts inside a docstring is therefore labelled correctly
+even though its first token does not show it.
 
-    ann = annotate(token_table(tokenizer), val_tokens)   # once per run
-    acts = rule_activations(RULES["close_quote"], ann, starts, window)  # (n_windows, window)
+    labels = label_stream(token_table(tokenizer), val_tokens)   # once per run
+    acts = rule_activations(RULES["close_quote"], labels, starts, window)  # (n_windows, window)
+
+Two families of rules: "token/syntax" (token identity, syntax position, graded) and "meaning"
+(what code means: the roles of names, the kinds of text, the kinds of statements; computed from
+the parse tree).
 
 Rules are split into a TRAINING set (used to tune prompts and simulators; it contains every rule
 that a worked example of `prompts/simulate.json` or `prompts/explain.json` shows) and a HELD_OUT
-set (reported). Graded rules (non-binary activations): nesting_depth, indentation, return_line.
+set (reported), in each family. Graded rules (non-binary activations): nesting_depth, indentation,
+return_line.
 """
 
 from __future__ import annotations
@@ -31,7 +36,10 @@ import numpy as np
 
 from sparse_model.errors import UserError
 
-from .lexer import Annotations
+from .code_labels import CodeLabels
+
+TOKEN_SYNTAX, MEANING = "token/syntax", "meaning"
+FAMILIES = (TOKEN_SYNTAX, MEANING)
 
 # ---- rules -----------------------------------------------------------------------------------
 
@@ -41,18 +49,22 @@ class Rule:
     """A ground-truth neuron: `fn(annotations) -> activations` (one float per token, >= 0)."""
 
     name: str
-    kind: str  # token identity | syntax position | graded
+    kind: str  # token identity | syntax position | graded | meaning
     explanation: str  # the correct explanation
     wrong: tuple[str, ...]  # wrong or partly right explanations (partly right ones first)
-    fn: Callable[[Annotations], np.ndarray]
+    fn: Callable[[CodeLabels], np.ndarray]
+
+    @property
+    def family(self) -> str:
+        return MEANING if self.kind == "meaning" else TOKEN_SYNTAX
 
 
-def _words(ann: Annotations, words: set[str], code_only: bool = True) -> np.ndarray:
+def _words(ann: CodeLabels, words: set[str], code_only: bool = True) -> np.ndarray:
     ok = np.array([w in words for w in ann.word], dtype=bool)
     return (ok & ann.code if code_only else ok).astype(np.float32)
 
 
-def _after_return(ann: Annotations) -> np.ndarray:
+def _after_return(ann: CodeLabels) -> np.ndarray:
     """1 on the first non-space token after the keyword `return` (on the same line)."""
     out = np.zeros(len(ann), np.float32)
     armed = False
@@ -60,18 +72,18 @@ def _after_return(ann: Annotations) -> np.ndarray:
         if w:
             if armed:
                 out[i] = 1.0
-            armed = w == "return" and bool(ann.code[i]) and "\n" not in t
+            armed = w == "return" and bool(ann.keyword[i]) and "\n" not in t
         elif "\n" in t:
             armed = False
     return out
 
 
-def _return_line(ann: Annotations) -> np.ndarray:
+def _return_line(ann: CodeLabels) -> np.ndarray:
     """1 at `return`, then 0.5, 0.25, ... on the following tokens of its line (graded)."""
     out = np.zeros(len(ann), np.float32)
     level = 0.0
     for i, (w, t) in enumerate(zip(ann.word, ann.text)):
-        if w == "return" and ann.code[i]:
+        if w == "return" and ann.keyword[i]:
             level = 1.0
             out[i] = 1.0
         elif level > 0 and w:
@@ -82,7 +94,7 @@ def _return_line(ann: Annotations) -> np.ndarray:
     return out
 
 
-def _digits(ann: Annotations) -> np.ndarray:
+def _digits(ann: CodeLabels) -> np.ndarray:
     return np.array([w.isdigit() for w in ann.word], dtype=np.float32)
 
 
@@ -146,22 +158,81 @@ RULES_LIST: list[Rule] = [
          ("the first token after the keyword return.", "the keyword yield.", "the last token of each line."),
          _return_line),
 ]
+
+
+def _role(name: str) -> Callable[[CodeLabels], np.ndarray]:
+    return lambda a: getattr(a, name).astype(np.float32)
+
+
+def _constant_names(a: CodeLabels) -> np.ndarray:
+    """Names in capital letters (MAX_SIZE, DEBUG): the convention for module-level constants."""
+    return np.array([bool(n) and w.isupper() and sum(c.isalpha() for c in w) >= 2
+                     for w, n in zip(a.word, a.name)], dtype=np.float32)
+
+
+# Rules about what code means. Written after the token/syntax rules; the training ones tune the
+# simulator's descriptions of code roles, the held-out ones are reported.
+MEANING_TRAINING: list[Rule] = [
+    Rule("def_name", "meaning", "the name of a function being defined, right after def.",
+         ("the keyword def.", "names of functions being called.", "parameter names in a function's signature."),
+         _role("def_name")),
+    Rule("call_name", "meaning", "the name of a function or method being called, just before its parenthesis.",
+         ("the name of a function being defined, right after def.", "opening parentheses.",
+          "attribute and method names right after a dot."),
+         _role("call_name")),
+    Rule("docstring", "meaning", "docstrings: the string under a def or class line that documents it.",
+         ("comments: the text after a # sign.", "the text of error messages.", "the keyword def."),
+         _role("docstring")),
+    Rule("condition", "meaning", "the condition of an if, elif or while statement, between the keyword and the colon.",
+         ("the keywords if, elif and else.", "comparison operators such as == and <.", "the body of a loop."),
+         _role("condition")),
+    Rule("keyword_arg", "meaning", "names of keyword arguments in a function call, right before the =.",
+         ("the assignment sign =.", "names of variables being assigned.", "parameter names in a function's signature."),
+         _role("keyword_arg")),
+]
+MEANING_HELD_OUT: list[Rule] = [
+    Rule("class_name", "meaning", "the name of a class being defined, right after class.",
+         ("the keyword class.", "names of exception classes such as ValueError.", "the name of a function being defined."),
+         _role("class_name")),
+    Rule("param", "meaning", "parameter names in a function's signature.",
+         ("the keyword def.", "names of keyword arguments in a call.", "names of variables being assigned."),
+         _role("param")),
+    Rule("assigned_name", "meaning", "names of variables being assigned a value, left of the =.",
+         ("the assignment sign =.", "the value on the right of the =.", "names of functions being called."),
+         _role("assigned_name")),
+    Rule("loop_var", "meaning", "the loop variable of a for loop, between for and in.",
+         ("the keyword for.", "the keyword in.", "the name of the list being looped over."),
+         _role("loop_var")),
+    Rule("exception_name", "meaning", "names of exception classes in raise and except statements.",
+         ("the keywords raise and except.", "names of classes being defined.", "the text of error messages."),
+         _role("exception_name")),
+    Rule("import_name", "meaning", "names of the modules being imported.",
+         ("the keywords import and from.", "names of functions being called.", "attribute names after a dot."),
+         _role("import_name")),
+    Rule("error_message", "meaning", "the text of an error message given to an exception that is raised.",
+         ("the text inside string literals, between the quotes.", "docstrings.", "names of exception classes."),
+         _role("error_message")),
+    Rule("constant_name", "meaning", "names written in capital letters, used as constants.",
+         ("names of classes.", "numbers: tokens made of digits.", "the constants None, True and False."),
+         _constant_names),
+]
+RULES_LIST += MEANING_TRAINING + MEANING_HELD_OUT
 RULES: dict[str, Rule] = {r.name: r for r in RULES_LIST}
-TRAINING = tuple(r.name for r in RULES_LIST[:8])
-HELD_OUT = tuple(r.name for r in RULES_LIST[8:])
+TRAINING = tuple(r.name for r in RULES_LIST[:8] + MEANING_TRAINING)
+HELD_OUT = tuple(r.name for r in RULES_LIST[8:17] + MEANING_HELD_OUT)
 N_OTHER_WRONG = 2  # wrong explanations taken from other rules (the next ones in the list)
 
 
 def wrong_explanations(rule: Rule) -> list[str]:
     """The rule's own wrong or partly right explanations, then the correct explanations of the
-    next N_OTHER_WRONG rules of its own set (training or held-out), without duplicates."""
-    group = TRAINING if rule.name in TRAINING else HELD_OUT
+    next N_OTHER_WRONG rules of its own set (training or held-out) and family, without duplicates."""
+    group = [n for n in (TRAINING if rule.name in TRAINING else HELD_OUT) if RULES[n].family == rule.family]
     i = group.index(rule.name)
     others = [RULES[group[(i + k) % len(group)]].explanation for k in range(1, N_OTHER_WRONG + 1)]
     return [w for w in dict.fromkeys([*rule.wrong, *others]) if w != rule.explanation]
 
 
-def rule_activations(rule: Rule, ann: Annotations, starts: np.ndarray, window: int) -> np.ndarray:
+def rule_activations(rule: Rule, ann: CodeLabels, starts: np.ndarray, window: int) -> np.ndarray:
     """The rule's activations over windows of the annotated stream: (len(starts), window) float32,
     the drop-in replacement of one row of `records.capture_activations`."""
     acts = np.asarray(rule.fn(ann), dtype=np.float32)

@@ -37,8 +37,8 @@ from sparse_model.run import Run
 
 from . import scoring
 from .explain import Explainer
-from .ground_truth import TRAINING, Rule, rule_activations, wrong_explanations
-from .lexer import Annotations, annotate
+from .ground_truth import FAMILIES, RULES, TOKEN_SYNTAX, TRAINING, Rule, rule_activations, wrong_explanations
+from .code_labels import CodeLabels, label_stream
 from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, pick_windows, \
     simulate_and_score, token_lookup
 from .records import ActivationRecord, sample_records, split_records, token_table, window_starts
@@ -79,8 +79,9 @@ class RuleResult:
     llm_explanation: str | None = None  # explainer recovery
     llm_failure: str | None = None
     llm_score: float | None = None
-    token_lookup: float | None = None
+    token_lookup: float | None = None  # the token-lookup baseline on the same score windows
     llm_candidates: list[str | None] = field(default_factory=list)  # every candidate, None where unusable
+    family: str = TOKEN_SYNTAX  # token/syntax | meaning (ground_truth.FAMILIES)
 
 
 @dataclass
@@ -136,11 +137,33 @@ def summarise(results: Sequence[RuleResult]) -> dict[str, Any]:
     for rule_set in ("training", "held_out"):
         per_seed = [pooled_auroc([r for r in results if r.rule_set == rule_set and r.seed == s]) for s in seeds]
         out[rule_set] = _stats(per_seed)
+    for family in FAMILIES:
+        for rule_set in ("training", "held_out"):
+            group = [r for r in results if r.rule_set == rule_set and _family(r) == family]
+            if group:
+                out.setdefault("families", {}).setdefault(family, {})[rule_set] = _group(group, seeds)
     for rule_set in ("training", "held_out"):
         rec = [r for r in results if r.rule_set == rule_set and (r.llm_explanation is not None or r.llm_failure is not None)]
         if rec:
             out.setdefault("recovery", {})[rule_set] = _recovery(rec)
     return out
+
+
+def _family(r: RuleResult) -> str:
+    return RULES[r.rule].family if r.rule in RULES else r.family
+
+
+def _group(group: Sequence[RuleResult], seeds: Sequence[int]) -> dict[str, Any]:
+    """One family's rules in one rule set: AUROC, and the mean scores of the correct explanation
+    and of token lookup, each pooled over the rules per seed, then mean/std/min/max over seeds.
+    `correct` is the calibration a reader needs: what a right explanation scores under this
+    simulator on rules of this family."""
+    by_seed = [[r for r in group if r.seed == s] for s in seeds]
+    by_seed = [g for g in by_seed if g]
+    return {"rules": len({r.rule for r in group}),
+            "auroc": _stats([pooled_auroc(g) for g in by_seed]),
+            "correct": _stats([float(np.mean([_defined(r.correct) for r in g])) for g in by_seed]),
+            "token_lookup": _stats([scoring.mean_defined([r.token_lookup for r in g]) for g in by_seed])}
 
 
 def _recovery(rec: Sequence[RuleResult]) -> dict[str, Any]:
@@ -156,26 +179,26 @@ def _recovery(rec: Sequence[RuleResult]) -> dict[str, Any]:
 
 @dataclass
 class SuiteData:
-    """A run's validation text, annotated once for every rule."""
+    """A run's validation text, labelled once for every rule (`code_labels`)."""
 
     run_name: str
     val: np.ndarray
     table: list[str]
-    ann: Annotations
+    labels: CodeLabels
 
     @classmethod
     def from_run(cls, run_dir) -> "SuiteData":
         run = Run(run_dir)
         val = np.asarray(run.val_tokens())
         table = token_table(run.tokenizer)
-        return cls(run_name=run.name, val=val, table=table, ann=annotate(table, val))
+        return cls(run_name=run.name, val=val, table=table, labels=label_stream(table, val))
 
 
 def rule_records(data: SuiteData, rule: Rule, window: int, seed: int,
                  n_windows: int | None = None) -> dict[str, list[ActivationRecord]]:
     """One rule neuron's records by split, exactly as for a real node (see the module docstring)."""
     starts = window_starts(len(data.val), window, n_windows)
-    acts = rule_activations(rule, data.ann, starts, window)
+    acts = rule_activations(rule, data.labels, starts, window)
     order = np.random.default_rng(seed).permutation(len(starts))
     records = sample_records(acts[order], starts[order], data.val, data.table, seed=seed)
     return split_records(records, seed=seed)
@@ -209,7 +232,7 @@ async def run_rule(rule: Rule, seed: int, data: SuiteData, simulator: Simulator,
     splits = rule_records(data, rule, s.window, seed, s.n_windows)
     windows = rule_windows(splits, s)
     run = RuleRun(RuleResult(rule=rule.name, rule_set="training" if rule.name in TRAINING else "held_out", seed=seed,
-                             correct=None, wrong={}, auroc=None), splits, windows)
+                             correct=None, wrong={}, auroc=None, family=rule.family), splits, windows)
 
     async def scored(kind: str, text: str, candidate: int = 0) -> float | None:
         result = await simulate_and_score(simulator, text, windows)
@@ -221,7 +244,10 @@ async def run_rule(rule: Rule, seed: int, data: SuiteData, simulator: Simulator,
     for i, w in enumerate(wrong_explanations(rule)):
         r.wrong[w] = await scored(WRONG, w, candidate=i)
     r.auroc = discrimination_auroc([r.correct], list(r.wrong.values()))
-    if explainer is not None:
+    if explainer is None:
+        run.baseline = token_lookup(windows)
+        r.token_lookup = run.baseline.score
+    else:
         run.recovery_windows = rec = pick_windows(splits, s.explain_windows, s.calibrate_windows, s.score_windows)
         run.baseline = token_lookup(rec)
         r.token_lookup = run.baseline.score

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from explainer.ground_truth import HELD_OUT, RULES, RULES_LIST, TRAINING, resolve_rules, rule_activations, wrong_explanations
+from explainer.ground_truth import MEANING, HELD_OUT, RULES, RULES_LIST, TRAINING, resolve_rules, rule_activations, wrong_explanations
+from explainer.code_labels import label_tokens
 from explainer.lexer import CODE, COMMENT, STR_BODY, STR_CLOSE, STR_OPEN, annotate_tokens, lex
 from sparse_model.errors import UserError
 
@@ -15,7 +18,7 @@ TOKENS = ["class", " A", ":\n", "    ", " def", " f", "(", "self", ",", " x", "=
 
 
 def fires(rule: str) -> dict[int, float]:
-    acts = RULES[rule].fn(annotate_tokens(TOKENS))
+    acts = RULES[rule].fn(label_tokens(TOKENS))
     assert acts.shape == (len(TOKENS),)
     return {i: float(a) for i, a in enumerate(acts) if a != 0}
 
@@ -73,7 +76,13 @@ def test_string_state_carries_across_tokens_but_not_files():
 
 def test_suite_shape():
     assert len(RULES_LIST) >= 12
-    assert {r.kind for r in RULES_LIST} == {"token identity", "syntax position", "graded"}
+    assert {r.kind for r in RULES_LIST} == {"token identity", "syntax position", "graded", "meaning"}
+    meaning = [r for r in RULES_LIST if r.family == MEANING]
+    assert len(meaning) >= 8 and {r.name for r in meaning} & set(TRAINING) and {r.name for r in meaning} & set(HELD_OUT)
+    for rule in RULES_LIST:  # the other rules' explanations used as wrong ones come from the same family
+        taken = wrong_explanations(rule)[len(rule.wrong):]
+        others = [RULES[n] for n in RULES if RULES[n].explanation in taken]
+        assert all(o.family == rule.family for o in others)
     assert not set(TRAINING) & set(HELD_OUT) and set(TRAINING) | set(HELD_OUT) == set(RULES)
     for rule in RULES_LIST:
         wrong = wrong_explanations(rule)
@@ -83,9 +92,60 @@ def test_suite_shape():
 
 
 def test_rule_activations_cut_windows_and_bad_names():
-    ann = annotate_tokens(TOKENS)
-    acts = rule_activations(RULES["self"], ann, np.array([4, 12]), 4)
+    acts = rule_activations(RULES["self"], label_tokens(TOKENS), np.array([4, 12]), 4)
     assert acts.shape == (2, 4) and acts[0].tolist() == [0, 0, 0, 1] and acts[1].tolist() == [0, 0, 0, 1]
     assert [r.name for r in resolve_rules(["self", "self"])] == ["self"]
     with pytest.raises(UserError, match="unknown rule 'nope'"):
         resolve_rules(["nope"])
+
+
+# A snippet cut into BPE-like pieces (a leading space stays on the word, as GPT-2 BPE does).
+SNIPPET = '''import os.path
+from collections import abc
+
+MAX_SIZE = 10
+
+
+class Box(abc.Sized):
+    """A box."""
+
+    def put(self, item, *, force=False):
+        if len(item) > MAX_SIZE and not force:
+            raise ValueError("too big")
+        for i, part in enumerate(item):
+            self.parts.append(part, key=i)
+'''
+
+
+def _pieces(text: str) -> list[str]:
+    return re.findall(r" ?[A-Za-z_]+| ?\d+|\n| +|[^\sA-Za-z_\d]", text)
+
+
+def snippet_fires(rule: str) -> list[str]:
+    toks = _pieces(SNIPPET)
+    assert "".join(toks) == SNIPPET
+    acts = RULES[rule].fn(label_tokens(toks))
+    return [t.strip() for t, a in zip(toks, acts) if a]
+
+
+def test_meaning_rules_on_a_hand_checked_snippet():
+    assert snippet_fires("def_name") == ["put"]
+    assert snippet_fires("class_name") == ["Box"]
+    assert snippet_fires("call_name") == ["len", "ValueError", "enumerate", "append"]
+    assert snippet_fires("param") == ["self", "item", "force"]
+    assert snippet_fires("keyword_arg") == ["key"]
+    assert snippet_fires("assigned_name") == ["MAX_SIZE"]
+    assert snippet_fires("loop_var") == ["i", "part"]
+    assert snippet_fires("exception_name") == ["ValueError"]
+    assert snippet_fires("import_name") == ["os", "path", "collections"]
+    assert snippet_fires("docstring") == ["A", "box", "."]
+    assert snippet_fires("condition") == ["len", "(", "item", ")", ">", "MAX_SIZE", "and", "not", "force"]
+    assert snippet_fires("error_message") == ["too", "big"]
+    assert snippet_fires("constant_name") == ["MAX_SIZE", "MAX_SIZE"]
+
+
+def test_a_file_python_cannot_parse_gets_no_labels_but_the_next_file_does():
+    toks = ["def", " f", "(", "\n", "<|endoftext|>", "def", " g", "():", " pass", "\n"]
+    labels = label_tokens(toks)
+    assert labels.parsed.tolist() == [False] * 5 + [True] * 5
+    assert RULES["def_name"].fn(labels).tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0]

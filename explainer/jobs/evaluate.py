@@ -32,7 +32,7 @@ from ..store import Store
 from ..suite import EvalSettings, RuleResult, RuleRun, SuiteData, SuiteResult, run_rule
 from .rows import Item, explanation_item, record_rows, row_id, settings_key, value_item
 
-SUITE_VERSION = 1
+SUITE_VERSION = 2  # 2: rules from tokenize/ast (code_labels), the meaning family, token lookup always
 EVAL_MODEL = "eval"
 GIVEN = "ground_truth"  # explainer of the correct and wrong explanations
 
@@ -63,7 +63,7 @@ class _Saver:
                "kind": kind, "text": text, "candidate": candidate, "selected": kind != AUROC, "explainer": GIVEN,
                "simulator": self.sim.method, "simulate_prompt": self.sim.version, "settings_key": self.key,
                "settings": {**self.settings, "rule": rule.name, "rule_set": "training" if rule.name in TRAINING
-                            else "held_out", "rule_kind": rule.kind, "seed": seed},
+                            else "held_out", "rule_kind": rule.kind, "rule_family": rule.family, "seed": seed},
                "failure": None, "raw_text": None, "purpose": "eval"}
         row.update(kw)
         return row
@@ -75,10 +75,11 @@ class _Saver:
         items: list[Item] = [explanation_item(self._row(rule, seed, kind, scored.text, candidate), run.windows, scored)
                              for kind, candidate, scored in run.scored]
         items.append(value_item(self._row(rule, seed, AUROC, None), "auroc", run.result.auroc))
-        if run.best is not None:
-            rec = run.recovery_windows
+        rec = run.recovery_windows or run.windows
+        if run.baseline is not None:
             items.append(explanation_item(self._row(rule, seed, TOKEN_LOOKUP, run.baseline.text, explainer=TOKEN_LOOKUP,
                                                     simulator=TOKEN_LOOKUP, simulate_prompt=None), rec, run.baseline))
+        if run.best is not None:
             for i, cand in enumerate(run.best.candidates):
                 row = self._row(rule, seed, LLM, cand.text, i, explainer=self.llm_name, explain_prompt=self.explain_prompt,
                                 selected=run.best.selected(i), failure=cand.failure, raw_text=cand.raw_text)

