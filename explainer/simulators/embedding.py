@@ -118,6 +118,8 @@ def token_facts(tokens: Sequence[str], version: int = DEFAULT_FACTS_VERSION) -> 
         facts: list[str] = []
         if ann.comment[i]:
             facts.append("part of a comment")
+            if version >= 3 and word.isdigit():
+                facts.append(f"the number {word}")
         elif ann.string[i]:
             facts.append("text inside a string literal")
             if word.isdigit():
