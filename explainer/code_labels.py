@@ -40,7 +40,10 @@ import numpy as np
 
 END_OF_TEXT = "<|endoftext|>"
 ROLES = ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigned_name", "loop_var",
-         "exception_name", "import_name", "docstring", "condition", "error_message", "decorator")
+         "exception_name", "import_name", "docstring", "condition", "error_message", "decorator",
+         # written after the embedding simulator's role facts were frozen (the held-out meaning rules)
+         "return_value", "default_value", "annotation", "base_class", "iterable", "dict_key", "imported_object",
+         "assert_condition", "call_args", "with_item")
 _FLAGS = ("parsed", "code", "string", "open_quote", "close_quote", "comment", "line_start", "after_dot",
           "def_header", "name", "keyword") + ROLES
 _COUNTS = ("depth", "indent")
@@ -245,6 +248,7 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
                     and isinstance(first.value.value, str):
                 ch.mark_node("docstring", first.value)
+        _more_roles(ch, node)
         if isinstance(node, ast.arg):
             ch.mark_node("param", node, len(node.arg))
         elif isinstance(node, ast.Call):
@@ -280,5 +284,42 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
             _name_after(ch, "import_name", node, "from", node.module)
     # roles name names: only the NAME characters count (not the dots of a dotted import, not spaces)
     for key in ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigned_name", "loop_var",
-                "exception_name", "import_name"):
+                "exception_name", "import_name", "imported_object"):
         ch.flag[key] &= ch.flag["name"]
+
+
+def _more_roles(ch: _Chars, node: ast.AST) -> None:
+    """The spans of the held-out meaning rules: whole expressions, not only names."""
+    if isinstance(node, ast.Return) and node.value is not None:
+        ch.mark_node("return_value", node.value)
+    elif isinstance(node, ast.arguments):
+        for d in [*node.defaults, *node.kw_defaults]:
+            if d is not None:
+                ch.mark_node("default_value", d)
+    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.returns is not None:
+        ch.mark_node("annotation", node.returns)
+    elif isinstance(node, ast.arg) and node.annotation is not None:
+        ch.mark_node("annotation", node.annotation)
+    elif isinstance(node, ast.AnnAssign):
+        ch.mark_node("annotation", node.annotation)
+    elif isinstance(node, ast.ClassDef):
+        for b in node.bases:
+            ch.mark_node("base_class", b)
+    elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+        ch.mark_node("iterable", node.iter)
+    elif isinstance(node, ast.Dict):
+        for k in node.keys:
+            if k is not None:
+                ch.mark_node("dict_key", k)
+    elif isinstance(node, ast.ImportFrom):
+        for alias in node.names:
+            if alias.name != "*":
+                ch.mark_node("imported_object", alias, len(alias.name))
+    elif isinstance(node, ast.Assert):
+        ch.mark_node("assert_condition", node.test)
+    elif isinstance(node, ast.Call):
+        for a in [*node.args, *(k.value for k in node.keywords)]:
+            ch.mark_node("call_args", a)
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+        for item in node.items:
+            ch.mark_node("with_item", item.context_expr)

@@ -170,8 +170,8 @@ def _constant_names(a: CodeLabels) -> np.ndarray:
                      for w, n in zip(a.word, a.name)], dtype=np.float32)
 
 
-# Rules about what code means. Written after the token/syntax rules; the training ones tune the
-# simulator's descriptions of code roles, the held-out ones are reported.
+# Rules about what code means. These were written together with the embedding simulator's role
+# facts (version 3), so all of them are training rules.
 MEANING_TRAINING: list[Rule] = [
     Rule("def_name", "meaning", "the name of a function being defined, right after def.",
          ("the keyword def.", "names of functions being called.", "parameter names in a function's signature."),
@@ -189,8 +189,6 @@ MEANING_TRAINING: list[Rule] = [
     Rule("keyword_arg", "meaning", "names of keyword arguments in a function call, right before the =.",
          ("the assignment sign =.", "names of variables being assigned.", "parameter names in a function's signature."),
          _role("keyword_arg")),
-]
-MEANING_HELD_OUT: list[Rule] = [
     Rule("class_name", "meaning", "the name of a class being defined, right after class.",
          ("the keyword class.", "names of exception classes such as ValueError.", "the name of a function being defined."),
          _role("class_name")),
@@ -215,6 +213,40 @@ MEANING_HELD_OUT: list[Rule] = [
     Rule("constant_name", "meaning", "names written in capital letters, used as constants.",
          ("names of classes.", "numbers: tokens made of digits.", "the constants None, True and False."),
          _constant_names),
+]
+# Written after the simulator's facts (version 3) were frozen, and never tuned on: the held-out
+# meaning rules. Each is about a whole expression's role, not only a name's.
+MEANING_HELD_OUT: list[Rule] = [
+    Rule("return_value", "meaning", "the value a function returns: the expression after return.",
+         ("the keyword return.", "the last line of a function.", "the name of a function being defined."),
+         _role("return_value")),
+    Rule("default_value", "meaning", "default values of parameters in a function signature, after the =.",
+         ("parameter names in a function's signature.", "the assignment sign =.", "the constants None, True and False."),
+         _role("default_value")),
+    Rule("annotation", "meaning", "type annotations: the types written after a colon or an arrow in a signature.",
+         ("parameter names in a function's signature.", "the return annotation arrow ->.", "names of classes being defined."),
+         _role("annotation")),
+    Rule("base_class", "meaning", "the base classes of a class, in the parentheses after the class name.",
+         ("the name of a class being defined.", "the keyword class.", "arguments of a function call."),
+         _role("base_class")),
+    Rule("iterable", "meaning", "what a for loop iterates over: the expression after in.",
+         ("the loop variable of a for loop.", "the keyword in.", "the body of a loop."),
+         _role("iterable")),
+    Rule("dict_key", "meaning", "keys of a dictionary literal, before each colon.",
+         ("values of a dictionary literal.", "colons.", "the text inside string literals."),
+         _role("dict_key")),
+    Rule("imported_object", "meaning", "the names imported from a module, after from ... import.",
+         ("names of the modules being imported.", "the keywords import and from.", "names of classes being defined."),
+         _role("imported_object")),
+    Rule("assert_condition", "meaning", "the condition an assert statement checks.",
+         ("the keyword assert.", "the condition of an if statement.", "names of exception classes."),
+         _role("assert_condition")),
+    Rule("call_args", "meaning", "the arguments passed to a function call, inside its parentheses.",
+         ("the name of the function being called.", "parameter names in a function's signature.", "commas."),
+         _role("call_args")),
+    Rule("with_item", "meaning", "the context manager of a with statement: the expression after with.",
+         ("the keyword with.", "the name after as.", "the body of a with statement."),
+         _role("with_item")),
 ]
 RULES_LIST += MEANING_TRAINING + MEANING_HELD_OUT
 RULES: dict[str, Rule] = {r.name: r for r in RULES_LIST}

@@ -53,7 +53,7 @@ class OracleSimulator(Simulator):
         if rule is None:
             return Simulation(self.rng.random(len(tokens)).tolist())
         s = self.start[tuple(tokens)]
-        return Simulation(rule.fn(self.data.ann)[s:s + len(tokens)].tolist())
+        return Simulation(rule.fn(self.data.labels)[s:s + len(tokens)].tolist())
 
 
 class ConstantSimulator(Simulator):
@@ -133,6 +133,15 @@ def test_cli_eval_prints_the_table(tiny_run, tmp_path):
     assert CliRunner().invoke(main, ["--db", db, "eval", str(tiny_run), "--rules", "nope"]).exit_code == 2
     with Store.open(db, read_only=True) as store:  # the suite's rows went to --db
         assert store.query("SELECT count(*) FROM explanations WHERE purpose = 'eval'")[1][0][0] > 0
+        # what a correct explanation scores under this simulator, stored with its version
+        cal = store.query("SELECT family, rule_set, rules, seeds, simulator_version FROM simulator_calibration "
+                          "ORDER BY rule_set")[1]
+        assert [c[:4] for c in cal] == [("token/syntax", "held_out", 1, 1), ("token/syntax", "training", 1, 1)]
+        assert cal[0][4].startswith("embedding-facts-")
+        beside = store.query("SELECT count(DISTINCT explanation_id), min(correct_mean) = max(correct_mean) "
+                             "FROM score_calibration")[1][0]
+        assert beside[0] > 0 and beside[1]  # every explanation of that simulator gets the held-out calibration
+    assert "by family" in out.output and "token/syntax" in out.output
 
 
 @needs_embedding

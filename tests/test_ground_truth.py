@@ -114,6 +114,11 @@ class Box(abc.Sized):
             raise ValueError("too big")
         for i, part in enumerate(item):
             self.parts.append(part, key=i)
+
+    def get(self, key: str = "k") -> int:
+        assert key, "empty"
+        with open(key) as f:
+            return {"a": f.read(1)}
 '''
 
 
@@ -129,10 +134,10 @@ def snippet_fires(rule: str) -> list[str]:
 
 
 def test_meaning_rules_on_a_hand_checked_snippet():
-    assert snippet_fires("def_name") == ["put"]
+    assert snippet_fires("def_name") == ["put", "get"]
     assert snippet_fires("class_name") == ["Box"]
-    assert snippet_fires("call_name") == ["len", "ValueError", "enumerate", "append"]
-    assert snippet_fires("param") == ["self", "item", "force"]
+    assert snippet_fires("call_name") == ["len", "ValueError", "enumerate", "append", "open", "read"]
+    assert snippet_fires("param") == ["self", "item", "force", "self", "key"]
     assert snippet_fires("keyword_arg") == ["key"]
     assert snippet_fires("assigned_name") == ["MAX_SIZE"]
     assert snippet_fires("loop_var") == ["i", "part"]
@@ -142,6 +147,17 @@ def test_meaning_rules_on_a_hand_checked_snippet():
     assert snippet_fires("condition") == ["len", "(", "item", ")", ">", "MAX_SIZE", "and", "not", "force"]
     assert snippet_fires("error_message") == ["too", "big"]
     assert snippet_fires("constant_name") == ["MAX_SIZE", "MAX_SIZE"]
+    # the held-out meaning rules: whole expressions
+    assert snippet_fires("return_value") == ["{", '"', "a", '"', ":", "f", ".", "read", "(", "1", ")", "}"]
+    assert snippet_fires("default_value") == ["False", '"', "k", '"']
+    assert snippet_fires("annotation") == ["str", "int"]
+    assert snippet_fires("base_class") == ["abc", ".", "Sized"]
+    assert snippet_fires("iterable") == ["enumerate", "(", "item", ")"]
+    assert snippet_fires("dict_key") == ['"', "a", '"']
+    assert snippet_fires("imported_object") == ["abc"]
+    assert snippet_fires("assert_condition") == ["key"]
+    assert snippet_fires("with_item") == ["open", "(", "key", ")"]
+    assert snippet_fires("call_args") == ["item", '"', "too", "big", '"', "item", "part", "i", "key", "1"]
 
 
 def test_a_file_python_cannot_parse_gets_no_labels_but_the_next_file_does():

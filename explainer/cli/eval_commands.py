@@ -137,6 +137,13 @@ def _print_suites(results) -> None:
             m, sd, lo, hi = _fmt(s[rule_set])
             rows.append([r.simulator, r.version, rule_set, s[rule_set]["n"], m, sd, lo, hi, r.seconds])
     print_rows(["simulator", "version", "rules", "seeds", "auroc", "std", "min", "max", "seconds"], rows)
+    fam_rows = [[r.simulator, family, rule_set, g["rules"], g["auroc"]["mean"], g["correct"]["mean"],
+                 g["correct"]["std"], g["token_lookup"]["mean"]]
+                for r in results for family, sets in r.summary().get("families", {}).items()
+                for rule_set, g in sets.items()]
+    if fam_rows:
+        click.echo("\nby family (mean over seeds; `correct` is what a right explanation scores under this simulator):")
+        print_rows(["simulator", "family", "rules", "n", "auroc", "correct", "std", "token_lookup"], fam_rows)
     rec_rows = [[r.simulator, rule_set, x["rules"], x["failed"], x["llm"], x["correct"], x["token_lookup"],
                  x["llm_beats_token_lookup"]] for r in results
                 for rule_set, x in r.summary().get("recovery", {}).items()]

@@ -124,7 +124,21 @@ def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | No
 
     asyncio.run(main())
     out.seconds = time.perf_counter() - t0
+    if store is not None:
+        store.save_calibration(calibration_rows(out, data.run_name))
     return out
+
+
+def calibration_rows(result: SuiteResult, run_name: str) -> list[dict]:
+    """simulator_calibration rows (schema migration 6) from a suite's summary: per family and rule set."""
+    rows = []
+    for family, sets in result.summary().get("families", {}).items():
+        for rule_set, g in sets.items():
+            rows.append({"simulator_version": result.version, "simulator": result.simulator, "family": family,
+                         "rule_set": rule_set, "suite_version": SUITE_VERSION, "run": run_name, "rules": g["rules"],
+                         "seeds": g["correct"]["n"], "auroc": g["auroc"]["mean"], "correct_mean": g["correct"]["mean"],
+                         "correct_std": g["correct"]["std"], "token_lookup_mean": g["token_lookup"]["mean"]})
+    return rows
 
 
 def to_json(result: SuiteResult) -> dict:

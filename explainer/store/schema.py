@@ -63,6 +63,12 @@ job_summary (view, migration 4)
 migration 5: one name per concept. activation_records.kind and simulations.kind become
     `sampling`; nodes.location becomes `site` and a new `location` holds the full location;
     node_scores gains `site` and its `validation_score` is now `calibrate_score`.
+simulator_calibration (migration 6)
+    What a correct explanation scores under a simulator: one row per simulator version, rule
+    family (token/syntax, meaning), rule set (training, held_out), suite version and run, written
+    by `circuits eval`: rules, seeds, AUROC, the correct explanations' mean score (mean and std
+    over seeds) and token lookup's. The view score_calibration puts those numbers (held-out rules,
+    newest measurement) beside every explanation scored by that simulator version.
 
 Adding a migration
 ------------------
@@ -367,6 +373,32 @@ MIGRATIONS: list[tuple[int, str]] = [
             LEFT JOIN cc ON cc.node_id = e.node_id
             LEFT JOIN s ON s.explanation_id = e.explanation_id
             WHERE e.selected;
+        """,
+    ),
+    (
+        6,
+        """
+        CREATE TABLE simulator_calibration (
+            simulator_version VARCHAR NOT NULL,  -- explanations.simulate_prompt of what it calibrates
+            simulator VARCHAR NOT NULL,
+            family VARCHAR NOT NULL,  -- token/syntax | meaning
+            rule_set VARCHAR NOT NULL,  -- training | held_out
+            suite_version INTEGER NOT NULL,
+            run VARCHAR NOT NULL,  -- the run whose validation text the rules read
+            rules INTEGER, seeds INTEGER,
+            auroc DOUBLE, correct_mean DOUBLE, correct_std DOUBLE, token_lookup_mean DOUBLE,
+            created_at TIMESTAMP,
+            PRIMARY KEY (simulator_version, family, rule_set, suite_version, run)
+        );
+        CREATE VIEW score_calibration AS
+            WITH newest AS (
+                SELECT *, row_number() OVER (PARTITION BY simulator_version, family
+                                             ORDER BY suite_version DESC, created_at DESC) AS k
+                FROM simulator_calibration WHERE rule_set = 'held_out'
+            )
+            SELECT e.explanation_id, e.simulator, e.simulate_prompt AS simulator_version, c.family,
+                   c.correct_mean, c.correct_std, c.token_lookup_mean, c.auroc, c.run AS calibration_run
+            FROM explanations e JOIN newest c ON c.simulator_version = e.simulate_prompt AND c.k = 1;
         """,
     ),
 ]

@@ -343,6 +343,15 @@ class Store(ReportQueries):
                                 "GROUP BY node_id", [model])
         return dict(rows.fetchall())
 
+    def save_calibration(self, rows: list[dict]) -> None:
+        """Insert or replace simulator_calibration rows (see the schema), in one transaction."""
+        columns = ["simulator_version", "simulator", "family", "rule_set", "suite_version", "run", "rules", "seeds",
+                   "auroc", "correct_mean", "correct_std", "token_lookup_mean"]
+        now = _now()
+        sql = (f"INSERT OR REPLACE INTO simulator_calibration ({', '.join(columns)}, created_at) "
+               f"VALUES ({', '.join('?' * (len(columns) + 1))})")
+        self._transaction([], many={sql: [[r.get(c) for c in columns] + [now] for r in rows]})
+
     def save_explanation(self, explanation: dict, simulations: list[dict], scores: list[dict]) -> None:
         """Insert one explanation with its simulations and scores, replacing any with the same id."""
         self.save_explanations([(explanation, simulations, scores)])
