@@ -48,6 +48,7 @@ def _llm(model: str, prompt_name: str = "simulate"):
 
 CANDIDATES = {
     "embedding": _emb(),
+    "embedding_v4": _emb(facts_version=4),
     "embedding_v2": _emb(facts_version=2),
     "embedding_v1": _emb(facts_version=1),
     "all_at_once_qwen_0_5b": _llm("qwen2.5-coder-0.5b"),

@@ -73,7 +73,9 @@ _OPERATORS = {
 # many BPE pieces it is cut into ("the name _ExecutorManager" on every piece; a piece "in" of
 # "internal" is no keyword), and every token also gets the role facts of `roles` (what it does in
 # its statement: a function being defined or called, a parameter, a docstring, ...).
-FACTS_VERSIONS = (1, 2, 3)
+# Version 4: also the generic slot facts of `roles.slot_facts` (the kind of statement, the last
+# keyword, the innermost bracket and its opener, the last = : -> or comma before the token).
+FACTS_VERSIONS = (1, 2, 3, 4)
 DEFAULT_FACTS_VERSION = 3
 _PARAPHRASES = {
     "part of a comment": ("part of a comment", "comment text after #"),
@@ -107,7 +109,7 @@ def token_facts(tokens: Sequence[str], version: int = DEFAULT_FACTS_VERSION) -> 
     window alone."""
     ann = annotate_tokens(tokens)
     ends = _line_ends(tokens) if version >= 2 else [False] * len(tokens)
-    roles, names = role_facts(tokens) if version >= 3 else ([[]] * len(tokens), [None] * len(tokens))
+    roles, names = role_facts(tokens, slots=version >= 4) if version >= 3 else ([[]] * len(tokens), [None] * len(tokens))
     out: list[list[str]] = []
     prev_word = ""
     for i, piece in enumerate(ann.word):
@@ -141,7 +143,9 @@ def token_facts(tokens: Sequence[str], version: int = DEFAULT_FACTS_VERSION) -> 
                 facts.append("the opening quote of a string literal")
             if ann.close_quote[i]:
                 facts.append("the closing quote of a string literal")
-            if prev_word in KEYWORDS:
+            piece_of_name = version >= 4 and i > 0 and names[i] is not None and names[i - 1] == names[i] \
+                and not tokens[i][:1].isspace()  # not the first piece of a name
+            if prev_word in KEYWORDS and not piece_of_name:
                 facts.append(f"the token right after the keyword {prev_word}")
             if ann.after_dot[i]:
                 facts.append("an attribute or method name after a dot")

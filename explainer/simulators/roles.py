@@ -191,13 +191,72 @@ KEYWORD_LIKE = frozenset({"if", "elif", "while", "for", "in", "not", "and", "or"
                           "assert", "del", "lambda", "is", "with", "except", "raise", "await", "else"})
 
 
-def role_facts(tokens: Sequence[str]) -> tuple[list[list[str]], list[str | None]]:
+_OP_NAMES = {"=": "the = sign", ":": "a colon", "->": "the arrow ->", ",": "a comma"}
+_BRACKETS = {"(": "parentheses", "[": "square brackets", "{": "braces"}
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
+def slot_facts(stmt: list[_Lexeme]) -> list[tuple[_Lexeme, str]]:
+    """Facts version 4: generic templates of where a lexeme sits, the same for every keyword,
+    bracket and operator (nothing here names one rule): the kind of statement ("part of a return
+    statement"), the last keyword before it in its statement at its bracket depth ("after the
+    keyword in in its statement"), the innermost bracket around it and what opened it ("inside
+    the parentheses of a call to open", "inside the parentheses of a def line"), and the last of
+    = : -> , before it at its depth within those brackets ("after the = sign")."""
+    out: list[tuple[_Lexeme, str]] = []
+    first = stmt[0].text
+    if keyword.iskeyword(first) and first not in ("True", "False", "None"):
+        kind = f"{_article(first)} {first} statement"
+    elif first == "@":
+        kind = "a decorator line"
+    elif any(x.text == "=" and x.depth == stmt[0].depth for x in stmt):
+        kind = "an assignment statement"
+    else:
+        kind = "an expression statement"
+    opened: list[tuple[str, str]] = []  # (bracket, what opened it), innermost last
+    last_kw: dict[int, str] = {}  # depth -> last keyword seen at that depth
+    last_op: dict[int, str] = {}
+    for i, x in enumerate(stmt):
+        if x.text in (")", "]", "}"):
+            if opened:
+                opened.pop()
+            last_op.pop(x.depth + 1, None)
+            last_kw.pop(x.depth + 1, None)
+        facts = [f"part of {kind}"]
+        if x.depth in last_kw:
+            facts.append(f"after the keyword {last_kw[x.depth]} in its statement")
+        if opened and x.text not in (")", "]", "}"):
+            bracket, owner = opened[-1]
+            facts.append(f"inside the {_BRACKETS[bracket]} {owner}".rstrip())
+        if x.depth in last_op and x.text not in (")", "]", "}"):
+            facts.append(f"after {_OP_NAMES[last_op[x.depth]]}")
+        out += [(x, f) for f in facts]
+        if x.is_name and keyword.iskeyword(x.text) and x.text not in ("True", "False", "None"):
+            last_kw[x.depth] = x.text
+            last_op.pop(x.depth, None)
+        elif x.text in _OP_NAMES:
+            last_op[x.depth] = x.text
+        elif x.text in _BRACKETS:
+            prev = stmt[i - 1] if i else None
+            if prev is not None and prev.is_name and not keyword.iskeyword(prev.text):
+                owner = f"of a call to {prev.text}" if first not in ("def", "class") or i > 2 else \
+                    f"of a {first} line"
+            else:
+                owner = ""
+            opened.append((x.text, owner))
+    return out
+
+
+def role_facts(tokens: Sequence[str], slots: bool = False) -> tuple[list[list[str]], list[str | None]]:
     """The role facts of each token of one window (see the module docstring), and the whole
     identifier each token is a piece of (None for a token that is not part of a name)."""
     text = "".join(tokens)
     kind, depth = lex(text)
     statements = _lexemes(text, kind, depth)
-    spans = [(x.start, x.end, f) for stmt in statements for x, f in _roles(stmt)]
+    spans = [(x.start, x.end, f) for stmt in statements for x, f in _roles(stmt) + (slot_facts(stmt) if slots else [])]
     names = [(x.start, x.end, x.text) for stmt in statements for x in stmt if x.is_name]
     body = kind == STR_BODY
     facts_out: list[list[str]] = []
