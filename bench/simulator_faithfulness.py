@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explainer.ground_truth import FAMILIES, RULES  # noqa: E402
+from explainer.ground_truth import FAMILIES, HELD_OUT, RULES  # noqa: E402
 from explainer.jobs.evaluate import run_suite  # noqa: E402
 from explainer.suite import EvalSettings, SuiteData, rule_records  # noqa: E402
 from explainer.simulators.embedding import Embedder, EmbeddingSimulator, _load_model  # noqa: E402
@@ -47,11 +47,12 @@ def _llm(model: str, prompt_name: str = "simulate"):
 
 
 CANDIDATES = {
-    "embedding": _emb(),
-    "embedding_v4": _emb(facts_version=4),
+    "embedding": _emb(),  # the default: facts v4
+    "embedding_v3": _emb(facts_version=3),
     "embedding_v2": _emb(facts_version=2),
     "embedding_v1": _emb(facts_version=1),
     "all_at_once_qwen_0_5b": _llm("qwen2.5-coder-0.5b"),
+    "all_at_once_qwen_1_5b": _llm("qwen2.5-coder-1.5b"),
 }
 
 
@@ -83,21 +84,25 @@ def simulate_seconds(data: SuiteData, make, repeats: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a trained run folder (its validation tokens are the text)")
-    ap.add_argument("--only", default="embedding,embedding_v2", help="comma-separated: " + ", ".join(CANDIDATES))
+    ap.add_argument("--only", default="embedding,embedding_v3,embedding_v2", help="comma-separated: " + ", ".join(CANDIDATES))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--rules", default=None, help="comma-separated rule names (default all)")
+    ap.add_argument("--rules", default=None, help="comma-separated rule names, or 'held_out' (default all)")
+    ap.add_argument("--window", type=int, default=64, help="tokens per window (LLM simulators: 32 fits in minutes)")
+    ap.add_argument("--score-windows", type=int, default=5, help="top windows and as many random ones scored")
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n]
     if bad := [n for n in names if n not in CANDIDATES]:
         ap.error(f"unknown simulator {bad[0]}; choose from {', '.join(CANDIDATES)}")
-    settings = EvalSettings(seeds=tuple(int(x) for x in args.seeds.split(",")))
+    settings = EvalSettings(seeds=tuple(int(x) for x in args.seeds.split(",")), window=args.window,
+                            score_windows=args.score_windows)
+    rules = list(HELD_OUT) if args.rules == "held_out" else args.rules.split(",") if args.rules else None
     data = SuiteData.from_run(args.run)
     _load_model()
     rows = []
     for name in names:
         t0 = time.perf_counter()
         sim, client = CANDIDATES[name]()
-        res = run_suite(data, sim, settings, rules=args.rules.split(",") if args.rules else None, client=client)
+        res = run_suite(data, sim, settings, rules=rules, client=client)
         secs = simulate_seconds(data, CANDIDATES[name])
         rows.append((name, sim.version, res.summary(), secs))
         print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)

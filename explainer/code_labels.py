@@ -43,7 +43,10 @@ ROLES = ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigne
          "exception_name", "import_name", "docstring", "condition", "error_message", "decorator",
          # written after the embedding simulator's role facts were frozen (the held-out meaning rules)
          "return_value", "default_value", "annotation", "base_class", "iterable", "dict_key", "imported_object",
-         "assert_condition", "call_args", "with_item")
+         "assert_condition", "call_args", "with_item",
+         # written after facts version 4 was frozen (the held-out meaning rules since then)
+         "self_attribute", "method_name", "exception_var", "subscript_index", "lambda_expr", "fstring",
+         "compared_value", "yield_value", "comprehension", "augmented_value")
 _FLAGS = ("parsed", "code", "string", "open_quote", "close_quote", "comment", "line_start", "after_dot",
           "def_header", "name", "keyword") + ROLES
 _COUNTS = ("depth", "indent")
@@ -157,7 +160,7 @@ def _label_file(tokens: Sequence[str], lo: int, hi: int, out: CodeLabels) -> Non
             out.arrays[key][idx] = arr[first]
     for key, arr in ch.count.items():
         out.arrays[key][idx] = arr[first]
-    for key in ("docstring", "error_message"):  # kinds of text: the text between the quotes
+    for key in ("docstring", "error_message", "fstring"):  # kinds of text: the text between the quotes
         out.arrays[key][lo:hi] &= out.arrays["string"][lo:hi]
 
 
@@ -249,6 +252,7 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
                     and isinstance(first.value.value, str):
                 ch.mark_node("docstring", first.value)
         _more_roles(ch, node)
+        _held_out_roles(ch, node)
         if isinstance(node, ast.arg):
             ch.mark_node("param", node, len(node.arg))
         elif isinstance(node, ast.Call):
@@ -284,8 +288,39 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
             _name_after(ch, "import_name", node, "from", node.module)
     # roles name names: only the NAME characters count (not the dots of a dotted import, not spaces)
     for key in ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigned_name", "loop_var",
-                "exception_name", "import_name", "imported_object"):
+                "exception_name", "import_name", "imported_object", "self_attribute", "method_name", "exception_var"):
         ch.flag[key] &= ch.flag["name"]
+
+
+def _held_out_roles(ch: _Chars, node: ast.AST) -> None:
+    """The spans of the meaning rules written after facts version 4."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+        ch.mark_tail("self_attribute", node, len(node.attr))
+    elif isinstance(node, ast.ClassDef):
+        for item in node.body:
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                _name_after(ch, "method_name", item, "def", item.name)
+    elif isinstance(node, ast.ExceptHandler) and node.name:
+        a = ch.ast_offset(node.lineno, node.col_offset)
+        k = ch.text.find(" as ", a)
+        j = ch.text.find(node.name, k) if k >= 0 else -1
+        if j >= 0:
+            ch.mark("exception_var", j, j + len(node.name))
+    elif isinstance(node, ast.Subscript):
+        ch.mark_node("subscript_index", node.slice)
+    elif isinstance(node, ast.Lambda):
+        ch.mark_node("lambda_expr", node)
+    elif isinstance(node, ast.JoinedStr):
+        ch.mark_node("fstring", node)
+    elif isinstance(node, ast.Compare):
+        for c in node.comparators:
+            ch.mark_node("compared_value", c)
+    elif isinstance(node, (ast.Yield, ast.YieldFrom)) and node.value is not None:
+        ch.mark_node("yield_value", node.value)
+    elif isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+        ch.mark_node("comprehension", node)
+    elif isinstance(node, ast.AugAssign):
+        ch.mark_node("augmented_value", node.value)
 
 
 def _more_roles(ch: _Chars, node: ast.AST) -> None:

@@ -165,3 +165,29 @@ def test_a_file_python_cannot_parse_gets_no_labels_but_the_next_file_does():
     labels = label_tokens(toks)
     assert labels.parsed.tolist() == [False] * 5 + [True] * 5
     assert RULES["def_name"].fn(labels).tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+
+
+HELD_OUT_SNIPPET = '''class Log:
+    def emit(self, rows):
+        try:
+            self.count += rows[0]
+        except OSError as err:
+            pass
+        yield [r.name for r in rows if r is not None]
+        key = lambda r: f"row {r}"
+'''
+
+
+def test_held_out_meaning_rules_on_a_hand_checked_snippet():
+    toks = _pieces(HELD_OUT_SNIPPET)
+    labels = label_tokens(toks)
+
+    def fires(rule):
+        return [t.strip() for t, a in zip(toks, RULES[rule].fn(labels)) if a]
+    comprehension = ["[", "r", ".", "name", "for", "r", "in", "rows", "if", "r", "is", "not", "None", "]"]
+    assert fires("self_attribute") == ["count"] and fires("method_name") == ["emit"]
+    assert fires("exception_var") == ["err"] and fires("subscript_index") == ["0"]
+    assert fires("lambda_expr") == ["lambda", "r", ":", "f", '"', "row", "{", "r", "}", '"']
+    assert fires("fstring") == ["row", "{", "r", "}"] and fires("compared_value") == ["None"]
+    assert fires("yield_value") == comprehension and fires("comprehension") == comprehension
+    assert fires("augmented_value") == ["rows", "[", "0", "]"]

@@ -18,12 +18,19 @@ Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay compara
   Σ over its facts of exp(cos(explanation, fact) / τ): the explanation picks out the facts it
   describes, sharply for a small τ. Every distinct fact is embedded once and cached, so after the
   first windows a simulation costs one embedding of the explanation and a dot product.
+  Since facts version 3 a name is the whole identifier however many BPE pieces it is cut into,
+  and each token also gets role facts (`roles.role_facts`: "the name of a function being
+  called", "a parameter name in a function signature", "text of a docstring", ...); version 4
+  (the default) adds generic slot facts ("part of a return statement", "after the keyword in in
+  its statement", "inside the parentheses of a call to open", "after the = sign").
 - "context": the crude first try: cos(explanation, the token written in its
   context, three tokens each side, the token bracketed).
 
-The facts are generic Python syntax (what any Python tokenizer knows), not the rules of the
-ground-truth suite; but they come from the same lexer, so a rule phrased in the lexer's terms is
-easier for this simulator than a real node is. Real nodes are the real test (see `evaluation`).
+The facts are generic Python (what a reader skimming one window can tell), not the rules of the
+ground-truth suite; the rules are computed by Python's own tokenize and ast on whole files
+(`explainer.code_labels`), no code shared. The fact list is still hand-written: an explanation
+about something no fact describes gets no signal (docs/method.md, "Ground-truth suite", has the
+numbers on rules written after each version was frozen).
 """
 
 from __future__ import annotations
@@ -76,7 +83,7 @@ _OPERATORS = {
 # Version 4: also the generic slot facts of `roles.slot_facts` (the kind of statement, the last
 # keyword, the innermost bracket and its opener, the last = : -> or comma before the token).
 FACTS_VERSIONS = (1, 2, 3, 4)
-DEFAULT_FACTS_VERSION = 3
+DEFAULT_FACTS_VERSION = 4
 _PARAPHRASES = {
     "part of a comment": ("part of a comment", "comment text after #"),
     "text inside a string literal": ("text inside a string literal", "string literal text between the quotes"),
