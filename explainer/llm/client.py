@@ -263,35 +263,47 @@ class LLMClient:
         loop = asyncio.get_running_loop()
         if self._semaphore is None or self._loop is not loop:  # one semaphore per event loop
             self._semaphore, self._loop = asyncio.Semaphore(self._limit), loop
-        attempts = 0
-        t0 = time.perf_counter()
         # The slot is held while waiting to retry: never more than `concurrency` requests in flight.
         async with self._semaphore:
-            try:
-                async for attempt in tenacity.AsyncRetrying(
-                        stop=tenacity.stop_after_attempt(self.retry.max_attempts), wait=self._wait,
-                        retry=tenacity.retry_if_exception(_retryable), sleep=self.sleep, reraise=True):
-                    with attempt:
-                        attempts += 1
-                        result = await getattr(self.backend, method)(request)
-            except (LLMError, LLMOutputError) as e:
-                self._account(method, request, None, time.perf_counter() - t0, False, attempts, error=str(e))
-                raise
+            result = await self._attempts(method, request, lambda: getattr(self.backend, method)(request))
         if self.cache is not None:
             self.cache.put(key, endpoint, method, result)
+        return result
+
+    async def _attempts(self, method: str, request: Any, call) -> Any:
+        """`call()` under the retry policy, accounted once with its number of attempts."""
+        attempts = 0
+        t0 = time.perf_counter()
+        try:
+            async for attempt in tenacity.AsyncRetrying(
+                    stop=tenacity.stop_after_attempt(self.retry.max_attempts), wait=self._wait,
+                    retry=tenacity.retry_if_exception(_retryable), sleep=self.sleep, reraise=True):
+                with attempt:
+                    attempts += 1
+                    result = await call()
+        except (LLMError, LLMOutputError) as e:
+            self._account(method, request, None, time.perf_counter() - t0, False, attempts, error=str(e))
+            if isinstance(e, LLMOutputError) and method == "probe":  # garbage on every attempt: one line, stop
+                raise LLMRequestError(f"the LLM server gave no usable answer to the capability probe after "
+                                      f"{attempts} attempts ({e}); check the server, or raise --max-attempts") from e
+            raise
         self._account(method, request, result, time.perf_counter() - t0, False, attempts)
         return result
 
     async def probe(self) -> frozenset[str]:
-        """The backend's capabilities; a cached probe of the same endpoint costs no request."""
+        """The backend's capabilities, through the same retry policy and accounting as every request:
+        a transient fault (429, 5xx, a dropped connection, a malformed answer) is retried and can
+        never change the capabilities. A cached probe of the same endpoint costs no request; only a
+        completed (definite) probe is cached."""
         key = None
         if self.cache is not None:
             key = self.cache.key(self.backend.settings(), "probe", {})
             state = self.cache.get(key, "probe")
             if state is not None:
                 self.backend.restore_probe(state)
+                self._account("probe", {}, None, 0.0, True, 0)
                 return self.backend.capabilities
-        caps = await self.backend.probe()
+        caps = await self._attempts("probe", {}, self.backend.probe)
         if self.cache is not None:
             self.cache.put(key, self.backend.settings(), "probe", self.backend.probe_state())
         return caps

@@ -47,7 +47,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 NO_KEY = "no-key"  # local servers need no key, but the SDK insists on one
 
 # Statuses with which a server says "I do not offer this" to an optional feature during probe().
-_UNSUPPORTED = frozenset({400, 404, 405, 422, 500, 501})
+# Statuses that say "this server does not offer that" for certain. A 500 is not one of them: it is a
+# server error, retried like any other, so a transient fault can never switch a capability off.
+_UNSUPPORTED = frozenset({400, 404, 405, 422, 501})
 # Statuses worth retrying (LLMClient's retry policy reads `LLMRequestError.retryable`).
 _RETRYABLE = frozenset({408, 409, 429})
 
@@ -171,7 +173,9 @@ class OpenAIBackend(Backend):
                            f"{', '.join(names[:5])}{', ...' if len(names) > 5 else ''}: pass one with --model")
 
     async def _optional(self, what: str, call) -> Any:
-        """Run a probe request for an optional feature; None when the server rejects the feature."""
+        """Run a probe request for an optional feature; None only when the server definitely rejects
+        the feature (an "unsupported" status). Anything else (a transient status, a dropped
+        connection, an answer that is not JSON) raises, so `LLMClient.probe` retries the probe."""
         try:
             with self._errors(what):
                 return await call
@@ -179,8 +183,6 @@ class OpenAIBackend(Backend):
             if e.status in _UNSUPPORTED:
                 return None
             raise
-        except LLMOutputError:
-            return None
 
     def probe_state(self) -> dict[str, Any]:
         return {"model": self.model, "capabilities": sorted(self.capabilities), "shift": self._shift}
@@ -207,11 +209,9 @@ class OpenAIBackend(Backend):
                 caps.add(TOKEN_LOGPROBS)
         echoed = await self._optional("prompt log-probabilities", self._echo(_CALIBRATION, 1))
         if echoed is not None:
-            try:
-                tokens, offsets, tops = self._echo_logprobs(echoed, _CALIBRATION)
-            except LLMOutputError:
-                pass
-            else:
+            lp = echoed.choices[0].logprobs if echoed.choices else None
+            if lp is not None and lp.top_logprobs is not None:  # a well-formed answer without them is a clear no
+                tokens, offsets, tops = self._echo_logprobs(echoed, _CALIBRATION)  # misaligned: raise, retried
                 if any(t for t in tops):
                     caps.add(PROMPT_LOGPROBS)
                     self._shift = _detect_shift(tokens, tops)
