@@ -15,8 +15,8 @@ from explainer.store import Store
 from sparse_model.errors import UserError
 from sparse_model.model import ModelConfig, SparseGPT, node_locations
 from sparse_model.nodes import Node
-from sparse_model.prune import (PruneSettings, ablation_hooks, circuit_loss, compute_means, heaviside, keep_masks,
-                                loss_with, prune)
+from sparse_model.prune import (PruneSettings, ablation_hooks, circuit_loss, compute_means, grow_to_held_out, heaviside,
+                                keep_masks, loss_with, prune, split_val)
 from sparse_model.tasks import Pair, Task, TaskExamples
 
 A, B, X, Y = 1, 2, 3, 4  # last token A -> answer X, last token B -> answer Y
@@ -102,11 +102,28 @@ def test_planted_circuit_is_recovered_and_verified():
     assert circuit.status == "circuit"
     assert {(loc, i) for loc, i, _ in circuit.nodes} == PLANTED
     assert circuit.sufficiency_loss <= 0.15 and circuit.sufficient
+    assert circuit.grown_nodes == 0 and circuit.selected_nodes == len(PLANTED) and circuit.note is None
     assert circuit.necessity_loss == pytest.approx(math.log(2), abs=0.05)
     edges = {(s, si, d, di) for s, si, d, di, _, _ in circuit.edges}
     assert ("L0.mlp.resid_read", 0, "L0.mlp.neuron", 0) in edges
     assert ("L0.mlp.neuron", 1, "L0.mlp.resid_write", 1) in edges
     assert ("L0.mlp.resid_write", 1, "final.resid_read", 1) in edges
+
+
+def test_a_circuit_that_misses_held_out_grows_by_score_within_its_bound():
+    model, task = planted_model(), planted_task()
+    means = planted_means(model)
+    _, held = split_val(task)
+    # a ranking whose first 4 nodes are not the circuit: 4 kept nodes miss the target on held-out pairs
+    others = [(loc, i) for loc, n in node_locations(model.cfg).items() for i in range(n) if (loc, i) not in PLANTED]
+    ranked = [(loc, i, 1.0) for loc, i in others[:4]] + [(loc, i, 0.9) for loc, i in sorted(PLANTED)] + \
+        [(loc, i, 0.0) for loc, i in others[4:]]
+    start = loss_with(model, held, means, keep_masks(model.cfg, [(l, i) for l, i, _ in ranked[:4]]))
+    assert start[0] > 0.15
+    k, loss, _ = grow_to_held_out(model, ranked, held, means, PruneSettings(max_growth=2.0), 4, *start)
+    assert k == 9 and loss <= 0.15  # one node at a time (5% of 4, at least 1) until all of PLANTED is in
+    k, loss, _ = grow_to_held_out(model, ranked, held, means, PruneSettings(), 4, *start)
+    assert k == 8 and loss > 0.15  # the default bound: at most the selected size again
 
 
 def test_a_task_the_model_has_not_learned_gets_no_circuit():

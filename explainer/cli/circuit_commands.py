@@ -57,9 +57,13 @@ def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, fmt):
     run_dir = resolve_run(run).folder()
     with open_store() as store:
         rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings)
-    print_rows(["task", "status", "nodes", "edges", "full_loss", "sufficiency_loss", "necessity_loss", "sufficient", "seconds"],
-               [[r["task"], r["status"], r["n_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],
+    print_rows(["task", "status", "nodes", "grown", "edges", "full_loss", "sufficiency_loss", "necessity_loss",
+                "sufficient", "seconds"],
+               [[r["task"], r["status"], r["n_nodes"], r["grown_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],
                  r["necessity_loss"], r["sufficient"], r["seconds"]] for r in rows], fmt)
+    for r in rows:
+        if r["note"] and fmt == "table":
+            click.echo(f"{r['task']}: not sufficient: {r['note']}", err=True)
 
 
 @click.command("circuits")

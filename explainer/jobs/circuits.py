@@ -65,6 +65,7 @@ def circuit_row(model: str, c: Circuit) -> dict:
         "sufficiency_accuracy": c.sufficiency_accuracy, "necessity_loss": c.necessity_loss, "sufficient": c.sufficient,
         "n_nodes": len(c.nodes), "n_edges": len(c.edges), "n_candidates": c.n_candidates,
         "settings": c.settings.to_dict(), "settings_digest": c.settings.digest(), "seconds": c.seconds,
+        "selected_nodes": c.selected_nodes, "grown_nodes": c.grown_nodes, "note": c.note,
     }
 
 

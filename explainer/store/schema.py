@@ -70,6 +70,9 @@ simulator_calibration (migration 6)
     over seeds) and token lookup's. The view score_calibration puts those numbers (held-out rules,
     newest measurement) beside every explanation scored by that simulator version.
 
+circuits.selected_nodes, grown_nodes, note (migration 7)
+    The size bisection chose on the selection pairs, the nodes added so that the held-out pairs
+    meet the target, and why a circuit is not sufficient (NULL when it is).
 Adding a migration
 ------------------
 Append `(next_version, "SQL script")` to `MIGRATIONS` below, where `next_version` is the last
@@ -399,6 +402,16 @@ MIGRATIONS: list[tuple[int, str]] = [
             SELECT e.explanation_id, e.simulator, e.simulate_prompt AS simulator_version, c.family,
                    c.correct_mean, c.correct_std, c.token_lookup_mean, c.auroc, c.run AS calibration_run
             FROM explanations e JOIN newest c ON c.simulator_version = e.simulate_prompt AND c.k = 1;
+        """,
+    ),
+    (
+        7,
+        """
+        -- A circuit's size chosen on the selection pairs, the nodes added so that the held-out pairs
+        -- meet the target, and why a circuit that still misses it is not sufficient.
+        ALTER TABLE circuits ADD COLUMN selected_nodes INTEGER;
+        ALTER TABLE circuits ADD COLUMN grown_nodes INTEGER;
+        ALTER TABLE circuits ADD COLUMN note VARCHAR;
         """,
     ),
 ]
