@@ -20,6 +20,7 @@ from sparse_model.errors import UserError
 from . import schema
 from .rows import rows_as_dicts as _rows_as_dicts
 from .report_queries import ReportQueries
+from .shared import SharedConnection, lock_for_writing, unlock_for_writing
 
 
 DEFAULT_DB = "circuits.duckdb"
@@ -61,16 +62,19 @@ def _check_is_duckdb(path: Path) -> None:
 class Store(ReportQueries):
     """An open connection to the circuits database. Use `Store.open(...)`."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, read_only: bool):
+    def __init__(self, con: duckdb.DuckDBPyConnection | SharedConnection, path: Path, read_only: bool):
         self.con = con
         self.path = path
         self.read_only = read_only
+        self._writer_lock = False
 
     # ---- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, read_only: bool = False) -> "Store":
-        """Open (and, unless read_only, create and migrate) the database at `path`."""
+    def open(cls, path: str | Path, read_only: bool = False, shared: bool = True) -> "Store":
+        """Open (and, unless read_only, create and migrate) the database at `path`. `shared`: hold
+        the file only while it is used, so other processes can read it meanwhile (`shared.py`);
+        False holds it until `close` (kept for the benchmark that compares the two)."""
         path = Path(path)
         in_memory = str(path) == ":memory:"
         if not in_memory:
@@ -88,20 +92,29 @@ class Store(ReportQueries):
                     f"no database yet at {path}; run `circuits train` first to create it"
                     " (or pass --db with another path)"
                 )
+        def connect() -> duckdb.DuckDBPyConnection:
+            return duckdb.connect(str(path), read_only=read_only, config={"autoinstall_known_extensions": False})
+
         try:
-            con = duckdb.connect(
-                str(path),
-                read_only=read_only,
-                config={"autoinstall_known_extensions": False},
-            )
-        except duckdb.Error as e:
-            raise cls._open_error(path, e) from None
-        store = cls(con, path, read_only)
-        try:
+            # A file is held only while it is used (explainer/store/shared.py), so readers can look at
+            # a running job; ":memory:" has nobody to share with.
+            con = connect() if in_memory or not shared else SharedConnection(connect)
+            store = cls(con, path, read_only)
             store._migrate()
+        except duckdb.Error as e:
+            if not in_memory:
+                con.close()
+            raise cls._open_error(path, e) from None
         except BaseException:
-            con.close()
+            if not in_memory:
+                con.close()
             raise
+        if not in_memory and not read_only:
+            if not lock_for_writing(path):
+                con.close()
+                raise UserError(f"database {path} is in use by another circuits job that writes to it; "
+                                "wait for it to finish or use another --db (reading it works meanwhile)")
+            store._writer_lock = True
         return store
 
     @staticmethod
@@ -126,6 +139,9 @@ class Store(ReportQueries):
 
     def close(self) -> None:
         self.con.close()
+        if self._writer_lock:
+            self._writer_lock = False
+            unlock_for_writing(self.path)
 
     def __enter__(self) -> "Store":
         return self
