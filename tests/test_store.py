@@ -108,7 +108,8 @@ def test_not_a_duckdb_file_is_left_alone(tmp_path, kind):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.duckdb"]
 
 
-def test_locked_by_another_process(tmp_path):
+def test_locked_by_another_process(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIRCUITS_DB_WAIT", "0.5")  # a busy file is waited for, then named in one line
     db = tmp_path / "c.duckdb"
     Store.open(db).close()
     holder = textwrap.dedent(

@@ -4,7 +4,8 @@ DuckDB lets one process open a file read-write, or any number open it read-only,
 once. A job that held its connection for hours would lock everyone out, so a `SharedConnection`
 holds the file only while it is used: it opens the file for a statement (or a transaction) and
 closes it again once it has been idle for `IDLE_SECONDS`. A reader (`circuits jobs`, `sql`,
-`report`, `export`) that finds the file busy waits and tries again, for up to `WAIT_SECONDS`; so
+`report`, `export`) that finds the file busy waits and tries again, for up to `WAIT_SECONDS`
+($CIRCUITS_DB_WAIT); so
 does a writer that finds a reader in it. Readers see what was committed so far.
 
 Two writers must still never interleave: a read-write `Store` also holds an advisory lock
@@ -24,7 +25,8 @@ from typing import Any, Callable
 import duckdb
 
 IDLE_SECONDS = 0.2  # close the file after this long without a statement
-WAIT_SECONDS = 60.0  # how long to wait for a busy file before giving up
+WAIT_SECONDS = 10.0  # how long to wait for a busy file before giving up ($CIRCUITS_DB_WAIT overrides)
+WAIT_ENV = "CIRCUITS_DB_WAIT"
 _RETRY_EVERY = 0.05
 
 
@@ -34,6 +36,14 @@ def is_busy(e: BaseException) -> bool:
     msg = " ".join(str(e).split())
     return ("Conflicting lock" in msg or "Could not set lock" in msg
             or "different configuration" in msg or isinstance(e, duckdb.ConnectionException))
+
+
+def wait_seconds() -> float:
+    """How long to wait for a busy file: $CIRCUITS_DB_WAIT seconds, else WAIT_SECONDS."""
+    try:
+        return max(0.0, float(os.environ.get(WAIT_ENV, WAIT_SECONDS)))
+    except ValueError:
+        return WAIT_SECONDS
 
 
 class _Result:
@@ -54,8 +64,8 @@ class SharedConnection:
     rollback, close), opening the file only while in use (see the module docstring)."""
 
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], idle: float = IDLE_SECONDS,
-                 wait: float = WAIT_SECONDS):
-        self._connect, self.idle, self.wait = connect, idle, wait
+                 wait: float | None = None):
+        self._connect, self.idle, self.wait = connect, idle, wait if wait is not None else wait_seconds()
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._in_transaction = False
