@@ -32,6 +32,7 @@ class FaultProxy:
     def __init__(self, upstream: str, faults: tuple[str, ...] = FAULTS, hang_first: float | None = None):
         self.upstream = upstream.rstrip("/").removesuffix("/v1")
         self.faults, self.hang_first = faults, hang_first
+        self._hang = hang_first or 0.0
         self.applied: Counter[str] = Counter()
         self.requests = 0  # every request that reached the proxy
         self.forwarded = 0
@@ -53,7 +54,11 @@ class FaultProxy:
             def do_POST(self):
                 proxy._handle(self, self.rfile.read(int(self.headers.get("Content-Length") or 0)))
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # a client that gave up: not our business
+                pass
+
+        self._server = Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
@@ -78,10 +83,11 @@ class FaultProxy:
         with self._lock:
             self.requests += 1
             now = time.monotonic()
-            if key in self._seen:
-                fault, at = self._seen.pop(key)
-                if fault == "429-retry-after":
+            if key in self._seen:  # faulted once already: through, now and later
+                fault, at = self._seen[key]
+                if fault == "429-retry-after" and at is not None:
                     self.retry_gaps.append(now - at)
+                    self._seen[key] = (fault, None)
                 return "ok"
             if not self.faults:
                 return "ok"
@@ -100,7 +106,7 @@ class FaultProxy:
         if fault == "ok":
             return self._forward(h, body)
         if fault == "hang":
-            time.sleep(60)  # past the client's timeout; the client gives up and retries
+            time.sleep(self._hang)  # past the client's timeout; the client gives up and retries
             h.close_connection = True
             return
         if fault == "drop":

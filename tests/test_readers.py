@@ -6,9 +6,6 @@ the job loses nothing."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 from click.testing import CliRunner
@@ -18,9 +15,9 @@ from fault_server import FaultServer
 from test_resilience import SECRET, _args, _one_error_line, _rows, _run, _spawn
 
 
-def _cli(db, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "explainer", "--db", str(db), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OPENAI_API_KEY=SECRET))
+def _invoke(db, *args) -> tuple[int, str, str]:
+    r = CliRunner().invoke(main, ["--db", str(db), *args], env={"OPENAI_API_KEY": SECRET})
+    return r.exit_code, r.stdout, r.stderr
 
 
 def test_readers_see_a_running_job_and_a_second_writer_gets_one_line(tmp_path, tiny_run, small_prompts):
@@ -33,24 +30,21 @@ def test_readers_see_a_running_job_and_a_second_writer_gets_one_line(tmp_path, t
         code, _, err = _run(clean, tiny_run, server, small_prompts)
         assert code == 0, err
         server.reset()
-        server.latency = 1.0  # about 30 requests: the job writes for half a minute
+        server.latency = 0.5  # about 30 requests: the job writes for 15 s
         job = _spawn(db, tiny_run, server, small_prompts)
         deadline = time.monotonic() + 120
         while server.count(kind="explain") < 1:  # records are stored; the first explanation is asked for
             assert job.poll() is None, job.communicate()
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        readers = {
-            "jobs": _cli(db, "jobs", "--json"),
-            "sql": _cli(db, "sql", "SELECT count(*) AS n FROM activation_records", "--json"),
-            "report": _cli(db, "report", "-o", str(tmp_path / "report.html")),
-            "export": _cli(db, "export", "--parquet", str(tmp_path / "parquet")),
-            "second writer": subprocess.Popen([sys.executable, "-m", "explainer", *_args(db, tiny_run, server,
-                                                                                          small_prompts)],
-                                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                              env=dict(os.environ, OPENAI_API_KEY=SECRET)),
-        }
-        out = {name: (p.wait(timeout=300), *p.communicate()) for name, p in readers.items()}
+        # the readers run here, in the test's process: another process than the job's
+        out = {name: _invoke(db, *args) for name, args in {
+            "jobs": ["jobs", "--json"],
+            "sql": ["sql", "SELECT count(*) AS n FROM activation_records", "--json"],
+            "report": ["report", "-o", str(tmp_path / "report.html")],
+            "export": ["export", "--parquet", str(tmp_path / "parquet")],
+            "second writer": _args(db, tiny_run, server, small_prompts)[2:],
+        }.items()}
         still_running = job.poll() is None
         _, job_err = job.communicate(timeout=300)
         assert job.returncode == 0, job_err

@@ -267,9 +267,9 @@ def test_jobs_lists_tokens_cache_hits_and_cost(tmp_path, tiny_run, server, small
     r = CliRunner().invoke(main, ["--db", str(db), "jobs", "--json"])
     (job,) = json.loads(r.stdout)
     assert job["status"] == "finished" and job["nodes_done"] == 3 and job["failures"] == 0
-    # the capability probe is one request of the job (its model list, chat and echo calls together)
-    assert job["requests"] == server.count(kind="explain") + server.count(kind="echo") - 1 + 1
-    assert _q(db, "SELECT count(*) FROM llm_requests WHERE method = 'probe'") == [(1,)]
+    # the capability probe's four requests (model list, chat, chat log-probs, echo) are requests of the job
+    assert job["requests"] == server.count(kind="explain") + server.count(kind="echo") - 1 + 4
+    assert _q(db, "SELECT count(*) FROM llm_requests WHERE method = 'probe'") == [(4,)]
     assert job["prompt_tokens"] > 0 and job["completion_tokens"] > 0
     assert job["cost"] == pytest.approx((job["prompt_tokens"] * 1.0 + job["completion_tokens"] * 2.0) / 1e6)
     per_explanation = _q(db, "SELECT e.kind, sum(r.prompt_tokens) FROM llm_requests r JOIN explanations e "

@@ -121,8 +121,9 @@ class Backend:
         """What identifies this backend's answers (stored with every explanation; never a key)."""
         return {"backend": self.name, "model": self.model}
 
-    async def probe(self) -> frozenset[str]:
-        """Find out what the endpoint supports (servers override this); called once before a job."""
+    async def probe(self, attempt=None) -> frozenset[str]:
+        """Find out what the endpoint supports (servers override this); called once before a job.
+        `attempt(f)`: how to run each request `f()` of the probe (the client's retry gate)."""
         return self.capabilities
 
     def probe_state(self) -> dict[str, Any]:
@@ -291,9 +292,9 @@ class LLMClient:
         return result
 
     async def probe(self) -> frozenset[str]:
-        """The backend's capabilities, through the same retry policy and accounting as every request:
-        a transient fault (429, 5xx, a dropped connection, a malformed answer) is retried and can
-        never change the capabilities. A cached probe of the same endpoint costs no request; only a
+        """The backend's capabilities, each of the probe's requests through the same retry policy and
+        accounting as every request: a transient fault (429, 5xx, a dropped connection, a malformed
+        answer) is retried and can never change the capabilities. A cached probe of the same endpoint costs no request; only a
         completed (definite) probe is cached."""
         key = None
         if self.cache is not None:
@@ -303,7 +304,7 @@ class LLMClient:
                 self.backend.restore_probe(state)
                 self._account("probe", {}, None, 0.0, True, 0)
                 return self.backend.capabilities
-        caps = await self._attempts("probe", {}, self.backend.probe)
+        caps = await self.backend.probe(lambda call: self._attempts("probe", {}, call))
         if self.cache is not None:
             self.cache.put(key, self.backend.settings(), "probe", self.backend.probe_state())
         return caps

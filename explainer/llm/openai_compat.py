@@ -50,6 +50,10 @@ NO_KEY = "no-key"  # local servers need no key, but the SDK insists on one
 # Statuses that say "this server does not offer that" for certain. A 500 is not one of them: it is a
 # server error, retried like any other, so a transient fault can never switch a capability off.
 _UNSUPPORTED = frozenset({400, 404, 405, 422, 501})
+
+
+async def _once(call):
+    return await call()
 # Statuses worth retrying (LLMClient's retry policy reads `LLMRequestError.retryable`).
 _RETRYABLE = frozenset({408, 409, 429})
 
@@ -192,29 +196,44 @@ class OpenAIBackend(Backend):
         caps = {TOKEN_LOGPROBS if c == "chat_logprobs" else c for c in state["capabilities"]}
         self.model, self.capabilities, self._shift = state["model"], frozenset(caps), state["shift"]
 
-    async def probe(self) -> frozenset[str]:
-        """Resolve the model and find out what the server can do (a few tiny requests)."""
-        await self._resolve_model()
+    async def probe(self, attempt=None) -> frozenset[str]:
+        """Resolve the model and find out what the server can do (a few tiny requests). `attempt(f)`
+        runs each request `f()` (`LLMClient.probe` passes its retry gate, so every request of the
+        probe is retried on its own); without it each runs once."""
+        attempt = attempt or _once
+        await attempt(self._resolve_model)
         messages = [{"role": "user", "content": "Say OK."}]
-        with self._errors("chat"):
-            await self._client.chat.completions.create(model=self.model, messages=messages, max_tokens=1,
-                                                       temperature=0)
-        caps = {CHAT}
-        reply = await self._optional("chat log-probabilities", self._client.chat.completions.create(
-            model=self.model, messages=messages, max_tokens=1, temperature=0, logprobs=True, top_logprobs=2))
-        if reply is not None and reply.choices:
+
+        async def plain() -> None:
+            with self._errors("chat"):
+                await self._client.chat.completions.create(model=self.model, messages=messages, max_tokens=1,
+                                                           temperature=0)
+
+        async def chat_logprobs() -> bool:
+            reply = await self._optional("chat log-probabilities", self._client.chat.completions.create(
+                model=self.model, messages=messages, max_tokens=1, temperature=0, logprobs=True, top_logprobs=2))
+            if reply is None or not reply.choices:
+                return False
             lp = reply.choices[0].logprobs
             content = getattr(lp, "content", None) if lp is not None else None
-            if content and content[0].top_logprobs:
-                caps.add(TOKEN_LOGPROBS)
-        echoed = await self._optional("prompt log-probabilities", self._echo(_CALIBRATION, 1))
-        if echoed is not None:
-            lp = echoed.choices[0].logprobs if echoed.choices else None
-            if lp is not None and lp.top_logprobs is not None:  # a well-formed answer without them is a clear no
-                tokens, offsets, tops = self._echo_logprobs(echoed, _CALIBRATION)  # misaligned: raise, retried
-                if any(t for t in tops):
-                    caps.add(PROMPT_LOGPROBS)
-                    self._shift = _detect_shift(tokens, tops)
+            return bool(content and content[0].top_logprobs)
+
+        async def echo():
+            echoed = await self._optional("prompt log-probabilities", self._echo(_CALIBRATION, 1))
+            lp = echoed.choices[0].logprobs if echoed is not None and echoed.choices else None
+            if lp is None or lp.top_logprobs is None:  # a well-formed answer without them is a clear no
+                return None
+            tokens, _, tops = self._echo_logprobs(echoed, _CALIBRATION)  # misaligned: raises, retried
+            return (tokens, tops) if any(t for t in tops) else None
+
+        await attempt(plain)
+        caps = {CHAT}
+        if await attempt(chat_logprobs):
+            caps.add(TOKEN_LOGPROBS)
+        found = await attempt(echo)
+        if found is not None:
+            caps.add(PROMPT_LOGPROBS)
+            self._shift = _detect_shift(*found)
         self.capabilities = frozenset(caps)
         # probe() usually runs in an event loop of its own (before a job's): drop its connections now
         # rather than leave them to a loop that is about to close; the next request opens new ones.
