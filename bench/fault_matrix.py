@@ -69,9 +69,10 @@ def main() -> None:
             return s.query(sql)[1]
 
     def rows(db: Path) -> list:
-        return [q(db, f"SELECT * EXCLUDE (created_at) FROM {t} ORDER BY ALL") if t != "explanations" else
-                q(db, "SELECT explanation_id, node_id, kind, text, failure FROM explanations ORDER BY ALL")
-                for t in ("explanations", "simulations", "scores")]
+        return [q(db, sql) for sql in (
+            "SELECT explanation_id, node_id, kind, text, failure FROM explanations ORDER BY ALL",
+            "SELECT explanation_id, sampling, rank, split, predicted, failure FROM simulations ORDER BY ALL",
+            "SELECT explanation_id, split, method, value FROM scores ORDER BY ALL")]
 
     with start_llama_server() as upstream, FaultProxy(upstream, hang_first=TIMEOUT + 5) as proxy:
         faulty, clean = tmp / "faulty.duckdb", tmp / "clean.duckdb"
