@@ -16,13 +16,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -33,24 +30,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
+    from fake_llm_job import prepare
     from fault_server import FaultServer
-    from prompt_files import write_small_prompts
 
-    from explainer.jobs.explain import ExplainSettings, explain_job
+    from explainer.jobs.explain import explain_job
     from explainer.llm import make_client
     from explainer.store import Store
 
-    tmp = Path(tempfile.mkdtemp(prefix="store_sharing_"))
-    run = args.run
-    if run is None:
-        from sparse_model.train import train
-        run = tmp / "tiny"
-        print("training a tiny model first ...", flush=True)
-        train(run, "tiny", progress=False, log=lambda s: None)
-    prompts = write_small_prompts(tmp / "prompts")
-    nodes = [f"L0.mlp.neuron[{i}]" for i in range(args.nodes)]
-    settings = ExplainSettings(explanations_per_node=1, window=16, explain_windows=2, score_windows=2,
-                               calibrate_windows=2)
+    tmp, run, prompts, nodes, settings = prepare(args.run, "store_sharing_", args.nodes)
 
     def job(db: Path, shared: bool) -> tuple[float, int]:
         client = make_client("openai", base_url=server.base_url, concurrency=4)

@@ -37,7 +37,7 @@ from sparse_model.run import Run
 
 from . import scoring
 from .explain import Explainer
-from .ground_truth import FAMILIES, RULES, TOKEN_SYNTAX, TRAINING, Rule, rule_activations, wrong_explanations
+from .ground_truth import FAMILIES, TOKEN_SYNTAX, TRAINING, Rule, rule_activations, wrong_explanations
 from .code_labels import CodeLabels, label_stream
 from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, pick_windows, \
     simulate_and_score, token_lookup
@@ -139,7 +139,7 @@ def summarise(results: Sequence[RuleResult]) -> dict[str, Any]:
         out[rule_set] = _stats(per_seed)
     for family in FAMILIES:
         for rule_set in ("training", "held_out"):
-            group = [r for r in results if r.rule_set == rule_set and _family(r) == family]
+            group = [r for r in results if r.rule_set == rule_set and r.family == family]
             if group:
                 out.setdefault("families", {}).setdefault(family, {})[rule_set] = _group(group, seeds)
     for rule_set in ("training", "held_out"):
@@ -147,10 +147,6 @@ def summarise(results: Sequence[RuleResult]) -> dict[str, Any]:
         if rec:
             out.setdefault("recovery", {})[rule_set] = _recovery(rec)
     return out
-
-
-def _family(r: RuleResult) -> str:
-    return RULES[r.rule].family if r.rule in RULES else r.family
 
 
 def _group(group: Sequence[RuleResult], seeds: Sequence[int]) -> dict[str, Any]:

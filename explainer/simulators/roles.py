@@ -116,12 +116,12 @@ def _roles(stmt: list[_Lexeme]) -> list[tuple[_Lexeme, str]]:
     out: list[tuple[_Lexeme, str]] = []
     first = stmt[0].text
     base = stmt[0].depth
-    words = [x.text for x in stmt]
 
-    def upto(stop: set[str], start: int = 1, depth0: bool = True) -> list[_Lexeme]:
+    def upto(stop: set[str]) -> list[_Lexeme]:
+        """The lexemes after the first one, up to the first of `stop` at the statement's depth."""
         got = []
-        for x in stmt[start:]:
-            if x.text in stop and (not depth0 or x.depth == base):
+        for x in stmt[1:]:
+            if x.text in stop and x.depth == base:
                 break
             got.append(x)
         return got

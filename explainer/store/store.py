@@ -99,15 +99,15 @@ class Store(ReportQueries):
             # A file is held only while it is used (explainer/store/shared.py), so readers can look at
             # a running job; ":memory:" has nobody to share with.
             con = connect() if in_memory or not shared else SharedConnection(connect)
-            store = cls(con, path, read_only)
-            store._migrate()
         except duckdb.Error as e:
-            if not in_memory:
-                con.close()
             raise cls._open_error(path, e) from None
-        except BaseException:
-            if not in_memory:
-                con.close()
+        store = cls(con, path, read_only)
+        try:
+            store._migrate()
+        except BaseException as e:
+            con.close()
+            if isinstance(e, duckdb.Error):  # a shared connection opens the file here, at its first use
+                raise cls._open_error(path, e) from None
             raise
         if not in_memory and not read_only:
             if not lock_for_writing(path):
