@@ -73,6 +73,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, StringConstraints, field_validator
 
 from sparse_model.errors import UserError
+from sparse_model.failpoints import failpoint
 from sparse_model.formats import checked
 from sparse_model.tokenizer import eot_id, token_strings
 
@@ -602,4 +603,5 @@ def evaluate_tasks(model, tasks: Sequence[Task], batch_size: int = 512) -> list[
                 "n_val": len(task.val),
                 "mean_logit_diff": float(diff.mean()),
             })
+            failpoint("tasks.task")
     return results

@@ -27,9 +27,11 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .corpus import Corpus, load_corpus
 from .errors import UserError
+from .failpoints import failpoint
 from .model import ModelConfig, SparseGPT
 from .progress import progress_bar
-from .sparsity import density_at, lr_at, matrix_densities, normalize_grad_rms_, project_, sparse_matrices
+from .sparsity import density_at, lr_at, matrix_densities, sparse_matrices
+from .step import FAST_STEP, StepSettings, keep_freed_memory, make_adamw, train_step, use_settings
 from .tokenizer import encode_texts, load_tokenizer, save_tokenizer, train_tokenizer
 
 
@@ -153,14 +155,12 @@ def evaluate(model: SparseGPT, tokens: np.ndarray, tcfg: TrainConfig) -> float:
 # The loop
 
 
-def make_optimizer(model: SparseGPT, tcfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: SparseGPT, tcfg: TrainConfig, settings: StepSettings = FAST_STEP) -> torch.optim.AdamW:
     sparse = {id(p) for p, _ in sparse_matrices(model).values()}
     decay = [p for p in model.parameters() if id(p) in sparse]
     rest = [p for p in model.parameters() if id(p) not in sparse]  # bigram, biases, norms: no decay
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-        lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps,
-    )
+    return make_adamw([{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                      settings, lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps)
 
 
 def _check_run_dir(run_dir: Path, run: dict) -> None:
@@ -195,6 +195,7 @@ def train(
     checkpoint_every: int | None = None,
     progress: bool = True,
     log: Callable[[str], None] = lambda s: tqdm.write(s),
+    step_settings: StepSettings = FAST_STEP,
 ) -> dict:
     """Train (or resume, or just return) the run in folder `out`; returns its summary (`run_summary`)."""
     mcfg, tcfg = preset_configs(preset, density, afrac, steps, seed)
@@ -209,13 +210,16 @@ def train(
         ckpt.write_json_atomic(out / ckpt.RUN_FILE, run)
 
     train_tokens, val_tokens = prepare_data(out, corpus, mcfg.vocab_size, log)
+    if step_settings.keep_freed_memory:
+        keep_freed_memory()
     torch.manual_seed(tcfg.seed)
     model = SparseGPT(mcfg)
     model.train()
-    opt = make_optimizer(model, tcfg)
+    opt = make_optimizer(model, tcfg, step_settings)
     state = ckpt.read_checkpoint_state(out)
     if state is not None:
         state = ckpt.load_training_state(out, model, opt)
+        use_settings(opt, step_settings)
         if state["step"] < tcfg.steps:
             log(f"resuming {out} from step {state['step']} of {tcfg.steps}")
     else:
@@ -232,21 +236,15 @@ def train(
         while state["step"] < tcfg.steps:
             step = state["step"]
             x, y = get_batch(train_tokens, tcfg.batch_size, mcfg.n_ctx, np.random.default_rng([tcfg.seed, step]))
-            loss = model.loss(x, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            normalize_grad_rms_(params)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, tcfg.steps, tcfg.lr, tcfg.density)
-            opt.step()
-            project_(model, density_at(step, tcfg.steps, tcfg.density))
+            loss = train_step(model, opt, params, x, y, lr_at(step, tcfg.steps, tcfg.lr, tcfg.density),
+                              density_at(step, tcfg.steps, tcfg.density), step_settings)
 
             now = time.perf_counter()
             state["seconds"] += now - t_last
             t_last = now
             state["step"] = step + 1
             state["tokens_seen"] += tokens_per_step
-            ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+            ema = loss if ema is None else 0.95 * ema + 0.05 * loss
             state["train_loss"] = ema
             if state["step"] % tcfg.eval_interval == 0 or state["step"] == tcfg.steps:
                 state["val_loss"] = evaluate(model, val_tokens, tcfg)
@@ -255,6 +253,7 @@ def train(
             if state["step"] % every == 0 or state["step"] == tcfg.steps:
                 ckpt.save_checkpoint(out, model, opt, state)
                 t_last = time.perf_counter()  # checkpoint writes are not training time
+            failpoint("train.step")
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{state['tokens_seen'] / max(state['seconds'], 1e-9):.0f}",
                             density=f"{density_at(step, tcfg.steps, tcfg.density):.3f}")

@@ -20,6 +20,7 @@ from explainer.simulators import choose_simulator, expected_value, make_simulato
 from explainer.store import Store
 from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
+from output import message_lines
 
 # The job's plumbing on the fast SmolLM2 (it simulates too, not the default); the default explainer,
 # Qwen2.5-Coder, is tested on a rule neuron in test_evaluation.py.
@@ -249,7 +250,7 @@ def test_local_prompt_scoring_reuses_the_context_without_changing_results(embedd
 def test_explain_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
     code, _, err = _cli(tmp_path / "c.duckdb", "explain", str(tiny_run), *args)
     assert code == 1 and needle in err and "Traceback" not in err
-    assert len([line for line in err.strip().splitlines() if not line.startswith(("activation records", "\r"))]) == 1
+    assert len(message_lines(err)) == 1
 
 
 # ---- the openai backend against a real OpenAI-compatible server ---------------------------------------

@@ -25,6 +25,7 @@ from fault_server import FaultServer
 from sparse_model.corpus import _is_val
 from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
+from output import message_lines
 
 SECRET = "sk-test-report-0000"
 EXPLAIN = ["--window", "12", "--explain-windows", "1", "--score-windows", "2", "--calibrate-windows", "1",
@@ -123,7 +124,7 @@ def _cli(db, *args, env=None):
 
 def _one_error_line(err: str) -> bool:
     """The user sees one line saying what is wrong (progress bars aside), never a traceback."""
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "|" not in ln]
+    lines = message_lines(err)
     return len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in err
 
 

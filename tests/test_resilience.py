@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from explainer.jobs.accounting import CACHE_VERSION, ResponseCache
 from explainer.cli import main
 from explainer.store import Store
+from output import message_lines
 from fault_server import FaultServer
 
 SECRET = "sk-test-SECRET-7f3a9c21"
@@ -52,7 +53,7 @@ def _rows(db) -> dict[str, list]:
 
 def _one_error_line(err: str) -> bool:
     """The user sees one line saying what is wrong (progress bars aside), never a traceback."""
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and "|" not in ln]
+    lines = message_lines(err)
     return len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in err
 
 

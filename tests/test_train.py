@@ -53,6 +53,7 @@ def test_a_run_trained_by_the_cli_is_recorded_in_the_models_table(tmp_path, smal
     db = tmp_path / "c.duckdb"
     code, out, err = run_cli("train", "--preset", "tiny", "--out", str(tmp_path / "r1"), "--corpus", str(small_corpus), db=db)
     assert code == 0, err
+    assert "train r1: 30/30 steps (100%)" in err and "tok_s" in err and "\r" not in err  # progress lines off a terminal
     with Store.open(db, read_only=True) as store:
         row = store.get_model("r1")
     assert row["steps"] == 30 and row["tokens_seen"] == 30 * 8 * 32

@@ -24,9 +24,13 @@ _D = DemoSettings()
 @click.option("--task", "tasks", multiple=True, help="Prune and explain this task (repeatable). Default: every learned task.")
 @click.option("--max-nodes", type=int, default=_D.max_nodes_per_task, show_default=True,
               help="Explain at most this many nodes per circuit, highest-ranked first (0: all).")
+@click.option("--corpus", type=click.Path(), default=None,
+              help="Folder of .py files to train on (default: this Python's standard library).")
+@click.option("--model", "llm", default=None,
+              help="Embedded LLM for the explanations: qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, or a GGUF file.")
 @output_options
 @db_option
-def demo_command(out, report, preset, target_loss, tasks, max_nodes, fmt):
+def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm, fmt):
     """Train the demo model, prune every task it learned, explain the circuit nodes with the
     embedded LLM (the 40 highest-ranked per circuit by default; --max-nodes 0 for all), write the
     HTML report and print a summary; about 15 minutes on 2 cores the first time. Run it again and it
@@ -39,7 +43,8 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, fmt):
     """
     check_target_loss(target_loss)
     settings = DemoSettings(out=out, report=report, preset=preset, tasks=tuple(tasks) or None, target_loss=target_loss,
-                            prune=PruneSettings(target_loss=target_loss), max_nodes_per_task=max_nodes or None)
+                            prune=PruneSettings(target_loss=target_loss), max_nodes_per_task=max_nodes or None,
+                            corpus=corpus, llm=llm)
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
     cols = ["task", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss", "explained", "best_node",

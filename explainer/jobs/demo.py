@@ -33,6 +33,7 @@ class DemoSettings:
     report: str = "report.html"
     preset: str = "demo"
     corpus: str | None = None  # default: this Python's standard library
+    llm: str | None = None  # embedded LLM: a short name or a GGUF file (default: the local backend's)
     tasks: tuple[str, ...] | None = None  # None: every task the model learned (random-label control excluded)
     target_loss: float = DEMO_TARGET_LOSS
     # The demo model's circuits have hundreds of nodes and the embedded LLM needs seconds per node,
@@ -70,7 +71,7 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
     log(f"[4/5] explaining {limit} of each circuit ({len(nodes)} nodes) with the embedded LLM "
         f"(nodes already done are skipped)")
     if nodes:
-        explain_job(store, s.out, client or make_client("local"), nodes=nodes, settings=s.explain,
+        explain_job(store, s.out, client or make_client("local", model=s.llm), nodes=nodes, settings=s.explain,
                     progress=progress, command="circuits demo")
 
     log(f"[5/5] writing the report to {s.report}")

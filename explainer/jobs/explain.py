@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from tqdm import tqdm
 
 from sparse_model.errors import UserError
+from sparse_model.failpoints import failpoint
 from sparse_model.model import node_locations
 from sparse_model.nodes import Node
+from sparse_model.progress import progress_bar
 from sparse_model.run import Run
 
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
@@ -135,9 +136,10 @@ def ensure_records(store: Store, run: Run, node_ids: Sequence[str], window: int,
     val = run.val_tokens()
     acts, starts = capture_activations(run.model, val, [Node.from_id(nid)[1] for nid in todo], window=window)
     table = token_table(run.tokenizer)
-    for i, nid in enumerate(tqdm(todo, desc="activation records", unit="node", disable=not progress)):
+    for i, nid in enumerate(progress_bar(todo, enabled=progress, desc="activation records", unit="node")):
         splits = split_records(sample_records(acts[i], starts, val, table, seed=seed))
         store.save_activation_records(run.name, nid, record_rows(splits, seed))
+        failpoint("records.node")
     return len(todo)
 
 
@@ -189,6 +191,7 @@ class _Job:
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
         self.store.save_explanations(items)
+        failpoint("explain.node")
         return found.score
 
     async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:
@@ -271,7 +274,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
             todo = [n for n in node_ids if n not in done]
             summary.skipped = len(node_ids) - len(todo)
             scores: list[float | None] = []
-            bar = tqdm(total=len(todo), desc="explain", unit="node", disable=not progress or not todo)
+            bar = progress_bar(total=len(todo), desc="explain", unit="node", enabled=progress and bool(todo))
 
             def on_node(score: float | None) -> None:
                 scores.append(score)
@@ -317,7 +320,7 @@ async def _shuffled(store: Store, job: _Job, node_ids: Sequence[str], concurrenc
             if e["node_id"] in source and e["source_node_id"] == source[e["node_id"]]
             and e["text"] == explained[source[e["node_id"]]]}
     todo = [n for n in node_ids if n in source and n not in done]
-    bar = tqdm(total=len(todo), desc="shuffled control", unit="node", disable=not progress or not todo)
+    bar = progress_bar(total=len(todo), desc="shuffled control", unit="node", enabled=progress and bool(todo))
 
     def on_node(_score: float | None) -> None:
         summary.shuffled += 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from sparse_model.errors import UserError
+from sparse_model.failpoints import failpoint
 
 GGUF_MAGIC = b"GGUF"
 CACHE_ENV = "CIRCUITS_MODEL_CACHE"
@@ -127,6 +128,7 @@ def join_parts(parts: Sequence[Path], dest: Path, size: int, sha256: str,
                                             f"reinstall the part packages")
                         if progress:
                             progress(written)
+                        failpoint("join.chunk")
             out.flush()
             os.fsync(out.fileno())
         if written != size:

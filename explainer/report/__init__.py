@@ -37,6 +37,7 @@ import tempfile
 from pathlib import Path
 
 from sparse_model.errors import UserError
+from sparse_model.failpoints import failpoint
 
 from ..store import Store
 from .data import DEFAULT_MAX_EDGES, DEFAULT_NODES_PER_TASK, DEFAULT_WINDOWS, ReportSettings, gather_model, models_to_report
@@ -67,6 +68,7 @@ def write_report(store: Store, out_path: str | Path, model: str | None = None,
         try:
             with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
                 f.write(text)
+            failpoint("report.write")
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
