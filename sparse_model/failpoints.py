@@ -9,8 +9,8 @@ a random one. Unset (always, outside tests), a failpoint costs one dictionary lo
 
 The points: train.step (after each optimizer step), tasks.task (after each task is evaluated),
 prune.step (each pruning step), join.chunk (each 8 MiB written while joining model parts),
-records.node (each node's activation records stored), explain.node (each node's explanation
-committed), report.write (the report written to its temporary file, before the rename).
+records.node (each node's activation records stored), explain.node (each node explained, just before
+it is committed), report.write (the report written to its temporary file, before the rename).
 """
 
 from __future__ import annotations

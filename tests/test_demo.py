@@ -1,37 +1,68 @@
-"""`circuits demo` runs every stage and, run again, reuses everything; `circuits export` writes every
-table to Parquet. The demo runs on the tiny model (the 5-minute demo model is measured in the README)."""
+"""`circuits demo` runs every stage, run again reuses everything, and killed with SIGKILL in any stage and
+started again finishes with the same rows; `circuits export` writes every table to Parquet.
+
+Every demo here is a real `circuits demo` process on the tiny model (one task, two nodes, the real
+Qwen2.5-Coder-0.5B joined into a fresh model cache); the 5-minute demo model is measured in the README.
+"""
 
 from __future__ import annotations
 
-import shutil
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
 
 import duckdb
 import pytest
 from click.testing import CliRunner
 
 from explainer.cli import main
-from explainer.jobs.demo import DemoSettings, run_demo
-from explainer.jobs.explain import ExplainSettings
-from explainer.llm import make_client
 from explainer.store import Store
-from sparse_model.prune import PruneSettings
+
+# Where `$CIRCUITS_KILL_AT` (sparse_model/failpoints.py) makes the demo SIGKILL itself: in the order the demo
+# reaches them, each in the middle of its stage. The same signal as `kill -9`, at a point known to be mid-stage.
+KILLS = ["train.step:20", "tasks.task:3", "prune.step:10", "join.chunk:3", "records.node:1", "explain.node:1",
+         "report.write:1"]
+# Per-run bookkeeping, not results: which job asked what, and when.
+SKIP_TABLES = {"jobs", "llm_requests", "schema_version"}
+SKIP_COLUMNS = {"seconds", "job_id", "created_at", "started_at", "finished_at", "updated_at"}
+
+
+def _demo(folder: Path, corpus: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "CIRCUITS_KILL_AT"}
+    env["CIRCUITS_MODEL_CACHE"] = str(folder / "model-cache")  # empty at first: the demo joins the model parts
+    if kill_at:
+        env["CIRCUITS_KILL_AT"] = kill_at
+    cmd = [sys.executable, "-m", "explainer", "--db", str(folder / "c.duckdb"), "demo", "--out", str(folder / "demo"),
+           "--report", str(folder / "report.html"), "--preset", "tiny", "--corpus", str(corpus), "--task",
+           "random_control", "--max-nodes", "2", "--model", "qwen2.5-coder-0.5b", "--json"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _rows(folder: Path) -> dict[str, list[tuple]]:
+    """Every result table's rows, without per-run bookkeeping columns, with the folder's path taken out."""
+    out: dict[str, list[tuple]] = {}
+    with Store.open(folder / "c.duckdb", read_only=True) as store:
+        tables = [t for (t,) in store.query("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_schema = 'main' AND table_type = 'BASE TABLE'")[1]]
+        for table in sorted(set(tables) - SKIP_TABLES):
+            cols = [c for c, typ in store.query(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ?", [table])[1]
+                    if c not in SKIP_COLUMNS and not typ.startswith("TIMESTAMP")]
+            rows = store.query(f"SELECT {', '.join(cols)} FROM {table}")[1]
+            out[table] = sorted(tuple(str(v).replace(str(folder), "<folder>") for v in row) for row in rows)
+    return out
 
 
 @pytest.fixture(scope="module")
-def demo_db(tmp_path_factory, tiny_run, small_corpus, embedded_llm):
+def demo_db(tmp_path_factory, small_corpus, embedded_llm):
     tmp = tmp_path_factory.mktemp("demo")
-    out = tmp / "tiny"
-    shutil.copytree(tiny_run, out)  # stage 1 finds the trained run and reuses it
-    settings = DemoSettings(out=str(out), report=str(tmp / "report.html"), preset="tiny", corpus=str(small_corpus),
-                            tasks=("random_control",), prune=PruneSettings(k_coef=5e-5),
-                            explain=ExplainSettings(explanations_per_node=1, window=12, explain_windows=1,
-                                                    score_windows=1, calibrate_windows=1))
-    logs: list[str] = []
-    with Store.open(tmp / "c.duckdb") as store:
-        # the demo's plumbing on the fast SmolLM2; the default explainer is tested in test_evaluation.py
-        rows = run_demo(store, settings, client=make_client("local", model="smollm2-135m"), progress=False,
-                        log=logs.append)
-    return tmp, settings, rows, logs
+    done = _demo(tmp, small_corpus)
+    assert done.returncode == 0, done.stderr
+    return tmp, json.loads(done.stdout), done
 
 
 def _count(db, sql):
@@ -40,13 +71,14 @@ def _count(db, sql):
 
 
 def test_demo_runs_every_stage_and_summarises_each_task(demo_db):
-    tmp, settings, rows, logs = demo_db
-    assert [line[:5] for line in logs] == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    tmp, rows, done = demo_db
+    stages = [line[:5] for line in done.stderr.splitlines() if line.startswith("[")]
+    assert stages == ["[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"]
+    assert "joining the 6 parts of Qwen2.5-Coder-0.5B-Instruct" in done.stderr
     (row,) = rows
-    assert row["task"] == "random_control" and row["nodes"] > 1 and row["unpruned_loss"] > 0
-    n = row["nodes"]
+    assert row["task"] == "random_control" and row["nodes"] >= 1 and row["unpruned_loss"] > 0
     db = tmp / "c.duckdb"
-    assert _count(db, "SELECT count(DISTINCT node_id) FROM node_scores WHERE kind = 'llm'") == n
+    assert _count(db, "SELECT count(DISTINCT node_id) FROM node_scores WHERE kind = 'llm'") == min(2, row["nodes"])
     assert _count(db, "SELECT count(*) FROM task_evals") >= 12
     html = (tmp / "report.html").read_text()
     assert "random_control" in html and "<svg" in html
@@ -54,18 +86,36 @@ def test_demo_runs_every_stage_and_summarises_each_task(demo_db):
         assert row["best_explanation"] and row["score"] is not None
 
 
-def test_a_second_demo_reuses_everything(demo_db):
-    tmp, settings, rows, _ = demo_db
+def test_a_second_demo_reuses_everything(demo_db, small_corpus):
+    tmp, rows, done = demo_db
     db = tmp / "c.duckdb"
-    before = [_count(db, f"SELECT count(*) FROM {t}") for t in ("circuits", "explanations", "simulations", "scores")]
+    before = _rows(tmp)
     (tmp / "report.html").unlink()
-    with Store.open(db) as store:
-        again = run_demo(store, settings, client=make_client("local", model="smollm2-135m"), progress=False,
-                         log=lambda m: None)
-    assert again == rows
-    assert [_count(db, f"SELECT count(*) FROM {t}") for t in ("circuits", "explanations", "simulations", "scores")] == before
+    again = _demo(tmp, small_corpus)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == rows
+    assert _rows(tmp) == before
     assert _count(db, "SELECT requests - cache_hits FROM job_summary ORDER BY started_at DESC LIMIT 1") == 0
     assert (tmp / "report.html").exists()
+
+
+def test_demo_killed_in_every_stage_finishes_with_the_rows_of_an_uninterrupted_run(demo_db, tmp_path, small_corpus):
+    reference = demo_db[0]
+    for kill_at in KILLS:  # one chain: each run resumes what the last one left and is killed in the next stage
+        r = _demo(tmp_path, small_corpus, kill_at)
+        assert r.returncode == -signal.SIGKILL, f"not killed at {kill_at} (exit {r.returncode}): {r.stderr[-2000:]}"
+    assert not (tmp_path / "report.html").exists()  # the last kill landed before the report's rename
+    last = _demo(tmp_path, small_corpus)
+    assert last.returncode == 0, last.stderr
+    assert json.loads(last.stdout) == demo_db[1]  # the same summary rows
+
+    want, got = _rows(reference), _rows(tmp_path)
+    assert set(got) == set(want) and want["explanations"]
+    for table in want:
+        assert got[table] == want[table], f"table {table} differs after the kills"
+        assert not [row for row, n in Counter(got[table]).items() if n > 1], f"duplicate rows in {table}"
+    assert (tmp_path / "report.html").read_text().count("random_control") > 0
+    assert list((tmp_path / "model-cache").glob("*.partial-*")) == []  # the killed join left nothing behind
 
 
 def test_export_writes_every_table_to_parquet_and_refuses_a_non_empty_folder(demo_db):

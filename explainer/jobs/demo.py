@@ -6,13 +6,15 @@ task (a circuit already stored with the same settings is kept), explain every ci
 the embedded LLM (nodes already done are skipped), write the HTML report, and return one summary
 row per task.
 
-The demo model trains for about 5 minutes on 2 cores and learns no task to the paper's target of
-0.15 (README, "Measured"), so the demo prunes at DEMO_TARGET_LOSS instead.
+Tasks count as learned at the paper's target loss of 0.15. The demo model trains for about 5 minutes on
+2 cores and reaches no task at 0.15 (README, "Measured"); then the demo says so and prunes the tasks
+that reach FALLBACK_TARGET_LOSS at that looser target instead, and every summary row carries the
+target its circuit was pruned to, so no task passes as learned at a target it was not held to.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from sparse_model.prune import PruneSettings
@@ -24,7 +26,8 @@ from ..store import Store
 from .circuits import evaluate_tasks_job, prune_job
 from .explain import ExplainSettings, explain_job
 
-DEMO_TARGET_LOSS = 0.5
+DEMO_TARGET_LOSS = 0.15  # the paper's
+FALLBACK_TARGET_LOSS = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class DemoSettings:
     llm: str | None = None  # embedded LLM: a short name or a GGUF file (default: the local backend's)
     tasks: tuple[str, ...] | None = None  # None: every task the model learned (random-label control excluded)
     target_loss: float = DEMO_TARGET_LOSS
+    fallback_target_loss: float | None = FALLBACK_TARGET_LOSS  # when no task reaches target_loss; None: stop there
     # The demo model's circuits have hundreds of nodes and the embedded LLM needs seconds per node,
     # so the demo explains each circuit's highest-ranked nodes (None: all of them).
     max_nodes_per_task: int | None = 40
@@ -55,18 +59,25 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
 
     log(f"[2/5] evaluating the tasks (learned: loss at most {s.target_loss})")
     evals = evaluate_tasks_job(store, s.out, target_loss=s.target_loss)
+    prune = s.prune
     learned = list(s.tasks) if s.tasks else [r["name"] for r in evals if r["learned"] and not r["random_labels"]]
+    if not learned and s.fallback_target_loss is not None and s.fallback_target_loss > s.target_loss:
+        near = [r["name"] for r in evals if r["loss"] <= s.fallback_target_loss and not r["random_labels"]]
+        if near:
+            log(f"the model learned no task to loss {s.target_loss}; pruning the {len(near)} task(s) under "
+                f"{s.fallback_target_loss} at that looser target instead (the summary's target_loss says which)")
+            learned, prune = near, replace(s.prune, target_loss=s.fallback_target_loss)
     if not learned:
         log(f"the model learned no task to loss {s.target_loss}; nothing to prune or explain "
             f"(train longer, or pass a looser --target-loss)")
         return []
 
-    log(f"[3/5] pruning {len(learned)} learned task(s): {', '.join(learned)}")
+    log(f"[3/5] pruning {len(learned)} task(s) at target loss {prune.target_loss}: {', '.join(learned)}")
     for task in learned:
-        if store.circuit_with_settings(model, task, s.prune.digest()) is None:
-            prune_job(store, s.out, [task], s.prune, progress=progress)
+        if store.circuit_with_settings(model, task, prune.digest()) is None:
+            prune_job(store, s.out, [task], prune, progress=progress)
 
-    nodes = _nodes_to_explain(store, model, learned, s.prune.digest(), s.max_nodes_per_task)
+    nodes = _nodes_to_explain(store, model, learned, prune.digest(), s.max_nodes_per_task)
     limit = "every node" if s.max_nodes_per_task is None else f"the top {s.max_nodes_per_task} nodes by importance"
     log(f"[4/5] explaining {limit} of each circuit ({len(nodes)} nodes) with the embedded LLM "
         f"(nodes already done are skipped)")

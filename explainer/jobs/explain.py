@@ -190,8 +190,8 @@ class _Job:
             items.append(explanation_item(row, windows, found.scored.get(i)))
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
+        failpoint("explain.node")  # the LLM has answered (answers cached), nothing of the node committed yet
         self.store.save_explanations(items)
-        failpoint("explain.node")
         return found.score
 
     async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:

@@ -518,7 +518,8 @@ class Store(ReportQueries):
         name, text, score, lookup = best if best else (None, None, None, None)
         explained = self.con.execute("SELECT count(DISTINCT node_id) FROM node_scores WHERE model = ? AND task = ? "
                                      "AND kind = 'llm'", [model, task]).fetchone()[0]
-        return {"task": task, "unpruned_loss": circuit["full_loss"], "nodes": circuit["n_nodes"],
+        return {"task": task, "target_loss": circuit["target_loss"], "sufficient": circuit["sufficient"],
+                "unpruned_loss": circuit["full_loss"], "nodes": circuit["n_nodes"],
                 "edges": circuit["n_edges"], "sufficiency_loss": circuit["sufficiency_loss"],
                 "necessity_loss": circuit["necessity_loss"], "explained": explained, "best_node": name, "best_explanation": text,
                 "score": score, "token_lookup_score": lookup}
