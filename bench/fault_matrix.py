@@ -8,9 +8,12 @@ asks nothing, the API key in no file written.
 
     python bench/fault_matrix.py [RUN]      # tens of minutes; RUN: a trained run (default: train a tiny one)
 
-Not part of the test suite: llama.cpp's server takes 20 to 60 s per echoed simulation here. The
-suite covers the same handling against the fake server (tests/test_resilience.py,
-tests/test_probe_faults.py).
+    python bench/fault_matrix.py --simulator chat_logprobs --timeout 30   # quicker: about 4 minutes
+
+Not part of the test suite: even with the chat_logprobs simulator it takes over 3 minutes here, and
+the default simulator on this server (all at once, whose echoed prompt log-probabilities take 20 to
+60 s per simulation) about 16. The suite covers the same handling against the fake server
+(tests/test_resilience.py, tests/test_probe_faults.py).
 """
 
 from __future__ import annotations
@@ -19,29 +22,25 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-SECRET = "sk-fault-matrix-SECRET-31c9"
 TIMEOUT = 120  # seconds per attempt: the server echoes prompt log-probs slowly; the one hang outlasts it
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", nargs="?")
+    ap.add_argument("--simulator", default="auto", help="auto (all at once on this server: slow) or chat_logprobs")
+    ap.add_argument("--timeout", type=float, default=TIMEOUT)
     args = ap.parse_args()
 
-    from click.testing import CliRunner
-    from fault_proxy import RETRY_AFTER, FaultProxy
+    from fault_matrix_run import run_fault_matrix
     from llama_server import start_llama_server
     from prompt_files import write_small_prompts
-
-    from explainer.cli import main as cli
-    from explainer.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="fault_matrix_"))
     run = Path(args.run) if args.run else None
@@ -51,54 +50,13 @@ def main() -> None:
         print("training a tiny model first ...", flush=True)
         train(run, "tiny", progress=False, log=lambda s: None)
     prompts = write_small_prompts(tmp / "prompts")
-
-    def job(db: Path, base_url: str) -> float:
-        t0 = time.perf_counter()
-        r = CliRunner().invoke(cli, [
-            "--db", str(db), "explain", str(run), "--backend", "openai", "--base-url", base_url, "--model", "smollm2",
-            "--node", "L0.mlp.neuron[1]", "--node", "L0.mlp.neuron[2]", "--window", "6", "--explain-windows", "1",
-            "--score-windows", "1", "--calibrate-windows", "1", "--explanations-per-node", "1", "--concurrency", "1",
-            "--timeout", str(TIMEOUT), "--max-attempts", "3", "--prompts", str(prompts), "--explain-prompt", "explain"],
-            env={"OPENAI_API_KEY": SECRET})
-        if r.exit_code != 0:
-            sys.exit(f"the job failed: {r.stderr.strip()}")
-        return time.perf_counter() - t0
-
-    def q(db: Path, sql: str) -> list:
-        with Store.open(db, read_only=True) as s:
-            return s.query(sql)[1]
-
-    def rows(db: Path) -> list:
-        return [q(db, sql) for sql in (
-            "SELECT explanation_id, node_id, kind, text, failure FROM explanations ORDER BY ALL",
-            "SELECT explanation_id, sampling, rank, split, predicted, failure FROM simulations ORDER BY ALL",
-            "SELECT explanation_id, split, method, value FROM scores ORDER BY ALL")]
-
-    with start_llama_server() as upstream, FaultProxy(upstream, hang_first=TIMEOUT + 5) as proxy:
-        faulty, clean = tmp / "faulty.duckdb", tmp / "clean.duckdb"
-        t_faulty = job(faulty, proxy.base_url)
-        applied, requests, gaps = dict(proxy.applied), proxy.requests, list(proxy.retry_gaps)
-        proxy.off()
-        t_clean = job(clean, proxy.base_url)
-        distinct = proxy.requests - requests
-        proxy.reset_counts()
-        job(faulty, proxy.base_url)
-        rerun = proxy.requests
-
-    attempts = [a for (a,) in q(faulty, "SELECT attempts FROM llm_requests WHERE NOT cache_hit")]
-    leaked = [str(p) for p in [faulty, clean, *run.rglob("*")] if p.is_file() and SECRET.encode() in p.read_bytes()]
-    checks = {
-        "same rows as the fault-free run": rows(faulty) == rows(clean),
-        "every fault kind happened": set(applied) == {"hang", "429-retry-after", "429", "500", "503", "drop",
-                                                       "malformed-json"},
-        "Retry-After obeyed": bool(gaps) and min(gaps) >= RETRY_AFTER * 0.95,
-        "attempts bounded (at most 2)": max(attempts) <= 2,
-        "rerun made zero requests": rerun == 0,
-        "API key in no file": not leaked,
-    }
-    print(json.dumps({"requests (faulty run)": requests, "distinct requests (fault-free run)": distinct,
-                      "faults by kind": applied, "retries": sum(applied.values()), "nodes lost": 0,
-                      "seconds faulty / fault-free": [round(t_faulty, 1), round(t_clean, 1)]}, indent=1))
+    with start_llama_server() as upstream:
+        try:
+            figures, checks = run_fault_matrix(run, prompts, upstream, tmp, simulator=args.simulator,
+                                               timeout=args.timeout)
+        except RuntimeError as e:
+            sys.exit(str(e))
+    print(json.dumps(figures, indent=1))
     for name, ok in checks.items():
         print(f"{'ok  ' if ok else 'FAIL'} {name}")
     sys.exit(0 if all(checks.values()) else 1)

@@ -38,7 +38,7 @@ def explained(tmp_path_factory, tiny_run, embedded_llm):
     """A tiny model's random-label control circuit (always pruned), explained once by the embedded LLM."""
     db = tmp_path_factory.mktemp("explain") / "c.duckdb"
     with Store.open(db) as store:
-        (row,) = prune_job(store, tiny_run, ["random_control"], PruneSettings(k_coef=5e-5), progress=False)
+        (row,) = prune_job(store, tiny_run, ["random_control"], PruneSettings(k_coef=5.5e-5), progress=False)
     assert row["n_nodes"] > 1
     code, out, err = _cli(db, "explain", str(tiny_run), "--task", "random_control", *SMALL)
     assert code == 0, err
@@ -256,7 +256,18 @@ def test_explain_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
 # ---- the openai backend against a real OpenAI-compatible server ---------------------------------------
 
 
-@pytest.mark.parametrize("simulator", ["auto", "chat_logprobs"])
+def test_the_probe_finds_prompt_logprobs_on_a_real_server_so_auto_picks_all_at_once(llama_server):
+    # The all-at-once job itself through this server (echoed prompt log-probabilities, slow here) runs in
+    # bench/fault_matrix.py; the job below uses chat_logprobs.
+    from explainer.llm.openai_compat import OpenAIBackend
+
+    backend = OpenAIBackend(model="smollm2", base_url=llama_server)
+    caps = asyncio.run(backend.probe())
+    assert {CHAT, PROMPT_LOGPROBS} <= caps
+    assert choose_simulator(caps) == "all_at_once"
+
+
+@pytest.mark.parametrize("simulator", ["chat_logprobs"])
 def test_openai_backend_explains_and_simulates_through_a_real_server(tmp_path, tiny_run, llama_server, simulator,
                                                                       small_prompts):
     db = tmp_path / "c.duckdb"
