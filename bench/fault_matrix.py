@@ -8,7 +8,7 @@ asks nothing, the API key in no file written.
 
     python bench/fault_matrix.py [RUN]      # tens of minutes; RUN: a trained run (default: train a tiny one)
 
-    python bench/fault_matrix.py --simulator chat_logprobs --timeout 30   # quicker: about 4 minutes
+    python bench/fault_matrix.py --simulator chat_logprobs --timeout 30   # quicker
 
 Not part of the test suite: even with the chat_logprobs simulator it takes over 3 minutes here, and
 the default simulator on this server (all at once, whose echoed prompt log-probabilities take 20 to
