@@ -246,7 +246,7 @@ def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s
 
     try:
         with model.hooked({loc: hook(loc) for loc in taus}):
-            for step in progress_bar(range(s.steps), enabled=progress, desc=f"prune {task.name}", leave=False):
+            for step in progress_bar(range(s.steps), enabled=progress, desc=f"prune {task.name}", unit="step", leave=False):
                 failpoint("prune.step")
                 pairs = torch.randint(0, n_pairs, (min(s.batch_pairs, n_pairs),), generator=gen)
                 rows = torch.stack([2 * pairs, 2 * pairs + 1], 1).flatten()

@@ -115,6 +115,7 @@ def test_demo_killed_in_every_stage_finishes_with_the_rows_of_an_uninterrupted_r
         assert got[table] == want[table], f"table {table} differs after the kills"
         assert not [row for row, n in Counter(got[table]).items() if n > 1], f"duplicate rows in {table}"
     assert (tmp_path / "report.html").read_text().count("random_control") > 0
+    assert [p.name for p in tmp_path.glob(".report.html-*")] == []  # the killed write's temporary file is gone
     assert list((tmp_path / "model-cache").glob("*.partial-*")) == []  # the killed join left nothing behind
 
 

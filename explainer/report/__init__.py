@@ -55,6 +55,24 @@ def build_report(store: Store, model: str | None = None, settings: ReportSetting
     return render_page([gather_model(store, m, settings) for m in models], store.path)
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary files of earlier writes of this report whose process is gone (killed mid-write)."""
+    for tmp in out.parent.glob(f".{out.name}-*-*.tmp"):
+        pid = tmp.name[len(out.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def write_report(store: Store, out_path: str | Path, model: str | None = None,
                  settings: ReportSettings | None = None) -> Path:
     """Build the report and write it to `out_path` (parent folders are created), atomically."""
@@ -64,7 +82,8 @@ def write_report(store: Store, out_path: str | Path, model: str | None = None,
     text = build_report(store, model, settings)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
+        _remove_stale_temporaries(out)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-{os.getpid()}-", suffix=".tmp", dir=out.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as f:
                 f.write(text)
