@@ -42,7 +42,7 @@ class ProgressLines:
         self.total, self.n, self.desc, self.unit = total, initial, desc, unit
         self.interval, self.file, self.disable = interval, file, disable
         self.postfix = ""
-        self._start_n = initial
+        self._start_n = self._written_n = initial
         self._t0 = self._last = time.monotonic()
         self._closed = False
 
@@ -81,13 +81,14 @@ class ProgressLines:
         return f"{self.desc}: " + ", ".join(parts) if self.desc else ", ".join(parts)
 
     def _write(self) -> None:
+        self._written_n = self.n
         if not self.disable:
             print(self.line(), file=self.file or sys.stderr, flush=True)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.n > self._start_n:
+            if self.n > self._written_n:  # what the last line did not show yet
                 self._write()
 
 

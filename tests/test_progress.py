@@ -19,9 +19,9 @@ def test_lines_carry_count_share_postfix_rate_and_time_left():
     assert lines[1].startswith("train demo: 5/10 steps (50%), loss 3.214, tok_s 8140") and "steps/s" in lines[1]
     bar.update(5)
     bar.close()
-    bar.close()  # closing twice writes once
+    bar.close()  # the last update already said it all: no line more
     last = out.getvalue().splitlines()
-    assert len(last) == 4 and "10/10 steps (100%)" in last[-1] and "done in" in last[-1] and "left" not in last[-1]
+    assert len(last) == 3 and "10/10 steps (100%)" in last[-1] and "done in" in last[-1] and "left" not in last[-1]
 
 
 def test_lines_are_rate_limited_and_a_disabled_bar_writes_nothing():
@@ -31,10 +31,20 @@ def test_lines_are_rate_limited_and_a_disabled_bar_writes_nothing():
         bar.update(1)
     assert out.getvalue() == ""  # within the interval: silent until the end
     bar.close()
+    bar.close()  # closing twice writes once
     assert out.getvalue().count("\n") == 1
     quiet = io.StringIO()
     bar = ProgressLines(range(5), desc="x", interval=0.0, file=quiet, disable=True)
     assert list(bar) == list(range(5)) and quiet.getvalue() == ""
+
+
+def test_the_end_is_written_once_even_when_the_last_update_wrote_it():
+    out = io.StringIO()
+    bar = ProgressLines(total=2, unit="node", interval=0.0, file=out)
+    bar.update(1)
+    bar.update(1)  # writes "2/2 ... done"
+    bar.close()  # nothing new to say
+    assert out.getvalue().count("2/2 nodes (100%)") == 1
 
 
 def test_resumed_work_counts_its_rate_from_where_it_resumed():
