@@ -42,8 +42,7 @@ def one(preset: str, density: float, steps: int, step_kind: str) -> dict:
     params = list(model.parameters())
     rng = np.random.default_rng(0)
     batches = [torch.from_numpy(rng.integers(0, mcfg.vocab_size, (tcfg.batch_size, mcfg.n_ctx + 1))) for _ in range(4)]
-    warmup, total = 3, 0.0
-    t_proj = 0.0
+    warmup, total, t_proj = 3, 0.0, 0.0
     for i in range(steps + warmup):
         batch = batches[i % 4]
         s = i * (tcfg.steps // (steps + warmup))  # spread over the run, so densities are the run's

@@ -135,6 +135,9 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
+_KERNEL_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     state: dict[int, dict] = {}
     for name, t in tensors.items():
@@ -142,7 +145,11 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
         state.setdefault(int(pid), {})[key] = t
     for pid, st in meta["scalars"].items():
         state.setdefault(int(pid), {}).update(st)
+    # A checkpoint holds what the optimizer computes, not which kernel computed it: keep this one's.
+    kernels = [{k: g[k] for k in _KERNEL_KEYS if k in g} for g in opt.param_groups]
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    for group, kernel in zip(opt.param_groups, kernels):
+        group.update(kernel)
 
 
 def save_checkpoint(run_dir: Path, model: SparseGPT, opt: torch.optim.Optimizer | None, state: dict) -> None:

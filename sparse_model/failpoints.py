@@ -1,11 +1,11 @@
 """Named points where a test can kill this process with SIGKILL, to prove that every stage survives `kill -9`.
 
-    CIRCUITS_KILL_AT=explain.node:2 circuits demo   # SIGKILL at the second time a node is committed
+    CIRCUITS_KILL_AT=explain.node:2 circuits demo   # SIGKILL when the second node is explained, before its commit
 
 `failpoint(name)` counts how often it is reached in this process and, when $CIRCUITS_KILL_AT names it
 with that count, sends SIGKILL to its own process: the kernel ends it at once, with no handler, no
 `finally` and no flush, exactly as `kill -9` from outside would, but at a chosen point instead of
-a random one. Unset (always, outside tests), a failpoint costs one dictionary lookup.
+a random one. Unset (always, outside tests), a failpoint costs one environment lookup.
 
 The points: train.step (after each optimizer step), tasks.task (after each task is evaluated),
 prune.step (each pruning step), join.chunk (each 8 MiB written while joining model parts),

@@ -31,7 +31,7 @@ def _duration(seconds: float) -> str:
 
 class ProgressLines:
     """The part of tqdm's interface the jobs use (iterate, update, set_postfix, set_postfix_str,
-    close), written as periodic whole lines."""
+    close), written as periodic whole lines; tqdm's display options (leave, dynamic_ncols) are ignored."""
 
     def __init__(self, iterable: Iterable | None = None, *, total: int | None = None, initial: int = 0,
                  desc: str = "", unit: str = "it", interval: float = LINE_INTERVAL, file: TextIO | None = None,
@@ -95,7 +95,5 @@ class ProgressLines:
 def progress_bar(iterable=None, *, enabled: bool = True, **kwargs) -> tqdm | ProgressLines:
     """A tqdm bar on a terminal; `ProgressLines` when stderr is not one."""
     if not sys.stderr.isatty():
-        kwargs.pop("dynamic_ncols", None)
-        kwargs.pop("leave", None)
         return ProgressLines(iterable, disable=not enabled, **kwargs)
     return tqdm(iterable, disable=not enabled, **kwargs)

@@ -58,17 +58,6 @@ def keep_freed_memory() -> bool:
     return _memory_kept
 
 
-def make_adamw(groups: list[dict], settings: StepSettings, **hyper) -> torch.optim.AdamW:
-    return torch.optim.AdamW(groups, fused=True if settings.fused_adam else None, **hyper)
-
-
-def use_settings(opt: torch.optim.Optimizer, settings: StepSettings) -> None:
-    """Re-apply the kernel choice after `load_state_dict`, which restores the saved one."""
-    for group in opt.param_groups:
-        group["fused"] = True if settings.fused_adam else None
-        group["foreach"] = None
-
-
 def forward_backward(model: SparseGPT, x: torch.Tensor, y: torch.Tensor, micro_batch: int | None) -> float:
     """Mean loss over the batch, with its gradient accumulated into the parameters' .grad."""
     n = x.shape[0]

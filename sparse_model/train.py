@@ -31,7 +31,7 @@ from .failpoints import failpoint
 from .model import ModelConfig, SparseGPT
 from .progress import progress_bar
 from .sparsity import density_at, lr_at, matrix_densities, sparse_matrices
-from .step import FAST_STEP, StepSettings, keep_freed_memory, make_adamw, train_step, use_settings
+from .step import FAST_STEP, StepSettings, keep_freed_memory, train_step
 from .tokenizer import encode_texts, load_tokenizer, save_tokenizer, train_tokenizer
 
 
@@ -159,8 +159,10 @@ def make_optimizer(model: SparseGPT, tcfg: TrainConfig, settings: StepSettings =
     sparse = {id(p) for p, _ in sparse_matrices(model).values()}
     decay = [p for p in model.parameters() if id(p) in sparse]
     rest = [p for p in model.parameters() if id(p) not in sparse]  # bigram, biases, norms: no decay
-    return make_adamw([{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
-                      settings, lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=tcfg.lr, betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps, fused=True if settings.fused_adam else None,
+    )
 
 
 def _check_run_dir(run_dir: Path, run: dict) -> None:
@@ -219,7 +221,6 @@ def train(
     state = ckpt.read_checkpoint_state(out)
     if state is not None:
         state = ckpt.load_training_state(out, model, opt)
-        use_settings(opt, step_settings)
         if state["step"] < tcfg.steps:
             log(f"resuming {out} from step {state['step']} of {tcfg.steps}")
     else:

@@ -49,6 +49,24 @@ def test_checkpoint_round_trip_gives_bit_identical_logits(tmp_path):
     assert not any(p.suffix in (".pt", ".pkl", ".bin") for p in tmp_path.iterdir()), "no pickles"
 
 
+def test_a_checkpoint_restores_the_optimizer_state_but_keeps_the_optimizers_own_kernel(tmp_path):
+    from sparse_model.step import PLAIN_STEP
+
+    mcfg, tcfg = preset_configs("tiny")
+    model = SparseGPT(mcfg)
+    ckpt.write_json_atomic(tmp_path / ckpt.RUN_FILE, {"name": "x", "preset": "tiny", "model": mcfg.to_dict(), "train": tcfg.to_dict(), "corpus": {}})
+    plain = make_optimizer(model, tcfg, PLAIN_STEP)  # written by the plain step's (unfused) AdamW
+    idx = torch.randint(0, mcfg.vocab_size, (2, 8))
+    model.loss(idx, idx).backward()
+    plain.step()
+    ckpt.save_checkpoint(tmp_path, model, plain, {"step": 1})
+    fast = make_optimizer(model, tcfg)
+    ckpt.load_training_state(tmp_path, model, fast)
+    assert [g["fused"] for g in fast.param_groups] == [True, True]
+    assert len(fast.state) == len(plain.state) and all(torch.equal(fast.state[p]["exp_avg"], plain.state[p]["exp_avg"])
+                                                      for p in plain.state)
+
+
 def test_a_run_trained_by_the_cli_is_recorded_in_the_models_table(tmp_path, small_corpus):
     db = tmp_path / "c.duckdb"
     code, out, err = run_cli("train", "--preset", "tiny", "--out", str(tmp_path / "r1"), "--corpus", str(small_corpus), db=db)

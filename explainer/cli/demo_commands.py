@@ -48,8 +48,8 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm
                             corpus=corpus, llm=llm)
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
-    cols = ["task", "target_loss", "sufficient", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss", "explained", "best_node",
-            "best_explanation", "score", "token_lookup_score"]
+    cols = ["task", "target_loss", "sufficient", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss",
+            "explained", "best_node", "best_explanation", "score", "token_lookup_score"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
     click.echo(f"report: {report}", err=True)
 

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-
 from sparse_model.errors import UserError
 from sparse_model.failpoints import failpoint
 from sparse_model.model import node_locations
