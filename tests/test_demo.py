@@ -141,6 +141,18 @@ def test_demo_bad_target_loss_is_one_line(tmp_path):
     assert r.exit_code == 1 and "outside" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("model,needle", [("/nonexistent/model.gguf", "no model file"), ("bad", "no model file"),
+                                          ("file", "not a GGUF model file")])
+def test_demo_with_a_wrong_model_is_one_line_before_any_training(tmp_path, model, needle):
+    if model == "file":
+        model = str(tmp_path / "x.gguf")
+        Path(model).write_text("not a model")
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "c.duckdb"), "demo", "--out", str(tmp_path / "run"),
+                                  "--model", model])
+    assert r.exit_code == 1 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_db_option_works_after_the_command_too(tmp_path):
     db = tmp_path / "after.duckdb"
     Store.open(db).close()

@@ -21,6 +21,7 @@ from sparse_model.prune import PruneSettings
 from sparse_model.train import train
 
 from ..llm import LLMClient, make_client
+from ..llm.local import check_local_model
 from ..report import write_report
 from ..store import Store
 from .circuits import evaluate_tasks_job, prune_job
@@ -52,6 +53,8 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
              progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Run (or finish) the demo; returns one summary row per learned task."""
     s = settings or DemoSettings()
+    if client is None:
+        check_local_model(s.llm)  # a wrong --model is one line now, not after training
     log(f"[1/5] training the {s.preset} model in {s.out} (reused, or resumed from its last checkpoint, if there)")
     summary = train(s.out, s.preset, corpus_dir=s.corpus, progress=progress, log=lambda m: None)
     store.upsert_model(summary)

