@@ -103,7 +103,7 @@ def read_json(path: Path, what: str) -> dict:
 
 def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))  # any device -> CPU
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)

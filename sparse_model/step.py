@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 import torch
 
@@ -58,25 +60,35 @@ def keep_freed_memory() -> bool:
     return _memory_kept
 
 
-def forward_backward(model: SparseGPT, x: torch.Tensor, y: torch.Tensor, micro_batch: int | None) -> float:
-    """Mean loss over the batch, with its gradient accumulated into the parameters' .grad."""
+def forward_backward(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                     micro_batch: int | None, no_sync: Callable[[], ContextManager] = nullcontext,
+                     autocast: Callable[[], ContextManager] = nullcontext) -> float:
+    """Mean loss over the batch, with its gradient accumulated into the parameters' .grad.
+
+    `loss_fn` is the model's loss, or its DistributedDataParallel wrapper (`distributed.py`), whose
+    `no_sync` holds the gradient all-reduce back until the last slice."""
     n = x.shape[0]
     size = n if micro_batch is None else max(1, min(micro_batch, n))
     total = 0.0
     for start in range(0, n, size):
         xs, ys = x[start:start + size], y[start:start + size]
-        loss = model.loss(xs, ys)
-        share = xs.shape[0] / n
-        (loss * share if share != 1.0 else loss).backward()
+        with nullcontext() if start + size >= n else no_sync():
+            with autocast():
+                loss = loss_fn(xs, ys)
+            share = xs.shape[0] / n
+            (loss * share if share != 1.0 else loss).backward()
         total += loss.item() * share
     return total
 
 
 def train_step(model: SparseGPT, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], x: torch.Tensor,
-               y: torch.Tensor, lr: float, density: float, settings: StepSettings = FAST_STEP) -> float:
-    """One step of the recipe on batch (x, y); returns the batch's mean loss before the step."""
+               y: torch.Tensor, lr: float, density: float, settings: StepSettings = FAST_STEP,
+               loss_fn: Callable | None = None, no_sync: Callable[[], ContextManager] = nullcontext,
+               autocast: Callable[[], ContextManager] = nullcontext) -> float:
+    """One step of the recipe on batch (x, y); returns the batch's mean loss before the step.
+    (x, y) is this process's share of the batch when several processes train (`distributed.py`)."""
     opt.zero_grad(set_to_none=True)
-    loss = forward_backward(model, x, y, settings.micro_batch)
+    loss = forward_backward(loss_fn or model.loss, x, y, settings.micro_batch, no_sync, autocast)
     normalize_grad_rms_(params)
     for group in opt.param_groups:
         group["lr"] = lr

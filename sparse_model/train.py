@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from .corpus import Corpus, load_corpus
+from .device import Precision, resolve_device
+from .distributed import Replicas
 from .errors import UserError
 from .failpoints import failpoint
 from .model import ModelConfig, SparseGPT
@@ -146,7 +148,9 @@ def evaluate(model: SparseGPT, tokens: np.ndarray, tcfg: TrainConfig) -> float:
     """Mean loss on a fixed set of validation batches (the same batches at every evaluation)."""
     rng = np.random.default_rng([tcfg.seed, 1_000_003])
     model.eval()
-    losses = [float(model.loss(*get_batch(tokens, tcfg.batch_size, model.cfg.n_ctx, rng))) for _ in range(tcfg.eval_batches)]
+    device = next(model.parameters()).device
+    losses = [float(model.loss(*(t.to(device) for t in get_batch(tokens, tcfg.batch_size, model.cfg.n_ctx, rng))))
+              for _ in range(tcfg.eval_batches)]
     model.train()
     return float(np.mean(losses))
 
@@ -198,24 +202,47 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = lambda s: tqdm.write(s),
     step_settings: StepSettings = FAST_STEP,
-) -> dict:
-    """Train (or resume, or just return) the run in folder `out`; returns its summary (`run_summary`)."""
+    device: str | None = "auto",
+) -> dict | None:
+    """Train (or resume, or just return) the run in folder `out`; returns its summary (`run_summary`).
+
+    Started by torchrun, every process calls this; rank 0 writes and returns the summary, the
+    others return None (`distributed.py`)."""
     mcfg, tcfg = preset_configs(preset, density, afrac, steps, seed)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+    precision = Precision.for_device(resolve_device(device))
     corpus = load_corpus(corpus_dir, val_fraction=tcfg.val_fraction)
     run = {"name": out.resolve().name, "preset": preset, "model": mcfg.to_dict(), "train": tcfg.to_dict(), "corpus": corpus.manifest}
     _check_run_dir(out, run)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / ckpt.RUN_FILE).exists():
-        ckpt.write_json_atomic(out / ckpt.RUN_FILE, run)
+    replicas = Replicas.from_env(precision.device)
+    try:
+        replicas.local_batch_size(tcfg.batch_size)
+        if replicas.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            if not (out / ckpt.RUN_FILE).exists():
+                ckpt.write_json_atomic(out / ckpt.RUN_FILE, run)
+            prepare_data(out, corpus, mcfg.vocab_size, log)
+        replicas.barrier()  # the others read what rank 0 prepared
+        train_tokens, val_tokens = prepare_data(out, corpus, mcfg.vocab_size, log)
+        every = checkpoint_every or max(1, tcfg.steps // 20)
+        _loop(out, run, mcfg, tcfg, train_tokens, val_tokens, every, step_settings, precision, replicas,
+              progress and replicas.is_main, log if replicas.is_main else (lambda s: None))
+        replicas.barrier()  # rank 0's last checkpoint is written
+    finally:
+        replicas.close()
+    return run_summary(out) if replicas.is_main else None
 
-    train_tokens, val_tokens = prepare_data(out, corpus, mcfg.vocab_size, log)
+
+def _loop(out: Path, run: dict, mcfg: ModelConfig, tcfg: TrainConfig, train_tokens: np.ndarray, val_tokens: np.ndarray,
+          every: int, step_settings: StepSettings, precision: Precision, replicas: Replicas, progress: bool,
+          log: Callable[[str], None]) -> None:
     if step_settings.keep_freed_memory:
         keep_freed_memory()
+    device = precision.device
     torch.manual_seed(tcfg.seed)
-    model = SparseGPT(mcfg)
+    model = SparseGPT(mcfg).to(device)
     model.train()
     opt = make_optimizer(model, tcfg, step_settings)
     state = ckpt.read_checkpoint_state(out)
@@ -225,9 +252,13 @@ def train(
             log(f"resuming {out} from step {state['step']} of {tcfg.steps}")
     else:
         state = {"step": 0, "tokens_seen": 0, "train_loss": None, "val_loss": None, "history": [], "seconds": 0.0}
+    runtime = dict(precision.describe(), processes=replicas.world_size)
+    if state.get("runtime") not in (None, runtime):
+        log(f"continuing on {runtime} (earlier steps ran on {state['runtime']})")
+    state["runtime"] = runtime
 
-    every = checkpoint_every or max(1, tcfg.steps // 20)
     params = list(model.parameters())
+    loss_fn, no_sync = replicas.wrap(model, model.loss)
     tokens_per_step = tcfg.batch_size * mcfg.n_ctx
     bar = progress_bar(enabled=progress, total=tcfg.steps, initial=state["step"], desc=f"train {run['name']}",
                unit="step", dynamic_ncols=True, leave=True)
@@ -237,8 +268,11 @@ def train(
         while state["step"] < tcfg.steps:
             step = state["step"]
             x, y = get_batch(train_tokens, tcfg.batch_size, mcfg.n_ctx, np.random.default_rng([tcfg.seed, step]))
-            loss = train_step(model, opt, params, x, y, lr_at(step, tcfg.steps, tcfg.lr, tcfg.density),
-                              density_at(step, tcfg.steps, tcfg.density), step_settings)
+            x, y = replicas.shard(x, y)
+            loss = train_step(model, opt, params, x.to(device), y.to(device), lr_at(step, tcfg.steps, tcfg.lr, tcfg.density),
+                              density_at(step, tcfg.steps, tcfg.density), step_settings, loss_fn, no_sync, precision.autocast)
+            loss = replicas.mean(loss)
+            replicas.check_identical(model, step + 1)
 
             now = time.perf_counter()
             state["seconds"] += now - t_last
@@ -247,11 +281,11 @@ def train(
             state["tokens_seen"] += tokens_per_step
             ema = loss if ema is None else 0.95 * ema + 0.05 * loss
             state["train_loss"] = ema
-            if state["step"] % tcfg.eval_interval == 0 or state["step"] == tcfg.steps:
+            if replicas.is_main and (state["step"] % tcfg.eval_interval == 0 or state["step"] == tcfg.steps):
                 state["val_loss"] = evaluate(model, val_tokens, tcfg)
                 state["history"].append({"step": state["step"], "train_loss": ema, "val_loss": state["val_loss"]})
                 log(f"step {state['step']}: train loss {ema:.3f}, val loss {state['val_loss']:.3f}")
-            if state["step"] % every == 0 or state["step"] == tcfg.steps:
+            if replicas.is_main and (state["step"] % every == 0 or state["step"] == tcfg.steps):
                 ckpt.save_checkpoint(out, model, opt, state)
                 t_last = time.perf_counter()  # checkpoint writes are not training time
             failpoint("train.step")
@@ -259,11 +293,11 @@ def train(
             bar.set_postfix(loss=f"{ema:.3f}", tok_s=f"{state['tokens_seen'] / max(state['seconds'], 1e-9):.0f}",
                             density=f"{density_at(step, tcfg.steps, tcfg.density):.3f}")
     except KeyboardInterrupt:
-        ckpt.save_checkpoint(out, model, opt, state)
+        if replicas.is_main:
+            ckpt.save_checkpoint(out, model, opt, state)
         bar.close()
         raise UserError(f"interrupted at step {state['step']} of {tcfg.steps}; checkpoint saved, run the same command again to resume") from None
     bar.close()
-    return run_summary(out)
 
 
 def run_summary(run_dir: Path | str) -> dict:

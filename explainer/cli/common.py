@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from sparse_model.device import DEVICES
 from sparse_model.errors import UserError
 from sparse_model.run import Run, is_run_folder
 
@@ -49,6 +50,12 @@ def resolve_run(run: str) -> Run:
         if row is not None:
             return Run(row["run_dir"], name=row["name"])
     raise UserError(f"no run named {run!r}: not a run folder and not a model in {db}; list them with `circuits models`")
+
+
+def device_option(f: Callable) -> Callable:
+    """`--device auto|cpu|cuda|mps` for every command that runs the model (auto: CUDA if present)."""
+    return click.option("--device", type=click.Choice(DEVICES, case_sensitive=False), default="auto", show_default=True,
+                        help="Where torch runs: auto is CUDA if torch sees one, else CPU.")(f)
 
 
 def output_options(f: Callable) -> Callable:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from sparse_model.distributed import env_rank
 from sparse_model.train import PRESETS, train
 
-from .common import db_option, open_store, output_options, print_rows
+from .common import db_option, device_option, open_store, output_options, print_rows
 
 
 @click.command("train")
@@ -19,22 +20,31 @@ from .common import db_option, open_store, output_options, print_rows
 @click.option("--steps", type=int, default=None, help="Override the preset's number of optimizer steps.")
 @click.option("--seed", type=int, default=None, help="Override the preset's seed.")
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints (default: 5% of the run).")
+@device_option
 @db_option
-def train_command(preset, out, density, afrac, corpus_dir, steps, seed, checkpoint_every):
+def train_command(preset, out, density, afrac, corpus_dir, steps, seed, checkpoint_every, device):
     """Train a weight-sparse GPT on Python code and record it in the models table.
 
     Killed or interrupted, the same command resumes from the last checkpoint and ends with the
     same weights as an uninterrupted run.
 
+    Under torchrun, the processes train one model together (the batch split between them);
+    process 0 writes the run folder and the store.
+
     \b
     Example:
       circuits train --preset demo --out runs/demo
       circuits train --preset demo --density 1 --out runs/demo-dense
+      torchrun --standalone --nproc_per_node 2 $(which circuits) train --preset demo --out runs/demo
     """
-    with open_store():  # fail now, not after training, if the database is unusable
-        pass
+    main = env_rank() == 0
+    if main:
+        with open_store():  # fail now, not after training, if the database is unusable
+            pass
     summary = train(out, preset, density=density, afrac=afrac, steps=steps, seed=seed,
-                    corpus_dir=corpus_dir, checkpoint_every=checkpoint_every)
+                    corpus_dir=corpus_dir, checkpoint_every=checkpoint_every, device=device)
+    if summary is None:  # not process 0 of a torchrun job
+        return
     with open_store() as store:
         store.upsert_model(summary)
     click.echo(f"model {summary['name']}: {summary['steps']} steps, {summary['tokens_seen']:,} tokens, "
