@@ -78,20 +78,23 @@ def heaviside(tau: torch.Tensor) -> torch.Tensor:
 def compute_means(model: SparseGPT, tokens: np.ndarray, n_windows: int = 256, batch_size: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:
     """Mean of every node over `n_windows` random windows of pretraining text."""
     rng = np.random.default_rng([seed, 7])
-    sums = {loc: torch.zeros(units, dtype=torch.float64) for loc, units in node_locations(model.cfg).items()}
+    device = next(model.parameters()).device
+    # float32 sums on devices without float64 (MPS); float64 elsewhere, as the stored means were computed
+    dtype = torch.float32 if device.type == "mps" else torch.float64
+    sums = {loc: torch.zeros(units, dtype=dtype, device=device) for loc, units in node_locations(model.cfg).items()}
     count = 0
 
     def adder(loc):
         def add(x: torch.Tensor) -> None:
-            sums[loc].add_(x.reshape(-1, x.shape[-1]).sum(0).double())
+            sums[loc].add_(x.reshape(-1, x.shape[-1]).sum(0).to(dtype))
         return add
 
     with model.hooked({loc: adder(loc) for loc in sums}):
         for start in range(0, n_windows, batch_size):
             x, _ = get_batch(tokens, min(batch_size, n_windows - start), model.cfg.n_ctx, rng)
-            model(x)
+            model(x.to(device))
             count += x.numel()
-    return {loc: (s / count).float() for loc, s in sums.items()}
+    return {loc: (s / count).float().cpu() for loc, s in sums.items()}
 
 
 def load_or_compute_means(run_dir: Path, model: SparseGPT, tokens_fn: Callable[[], np.ndarray]) -> dict[str, torch.Tensor]:
@@ -115,7 +118,8 @@ def ablation_hooks(means: dict[str, torch.Tensor], keep: dict[str, torch.Tensor]
     """Hooks that replace each node by `keep * x + (1 - keep) * mean` (keep may be 0/1 or a soft mask)."""
 
     def hook(loc):
-        k, m = keep[loc], means[loc]
+        m = means[loc]
+        k = keep[loc].to(m.device)
         return lambda x: x * k + m * (1 - k)
 
     return {loc: hook(loc) for loc in keep}
@@ -223,7 +227,8 @@ def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s
                  progress: bool = False) -> dict[str, torch.Tensor]:
     """Train one score tau per node; returns the final scores per location."""
     gen = torch.Generator().manual_seed(s.seed)
-    taus = {loc: torch.nn.Parameter(s.init_mean + s.init_std * torch.randn(units, generator=gen))
+    device = next(model.parameters()).device  # the scores are drawn on CPU, so every device starts alike
+    taus = {loc: torch.nn.Parameter((s.init_mean + s.init_std * torch.randn(units, generator=gen)).to(device))
             for loc, units in node_locations(model.cfg).items()}
     opt = torch.optim.AdamW(taus.values(), lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
     n_pairs = len(task.train) // 2
@@ -322,6 +327,7 @@ def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[tuple[s
     edges: list[tuple[str, int, str, int, float, str]] = []
 
     def matrix(src: str, dst: str, w: torch.Tensor, kind: str) -> None:  # w: (dst units, src units)
+        w = w.cpu()  # one copy, not one device read per entry
         for d in sorted(sets.get(dst, ())):
             for s_ in sorted(sets.get(src, ())):
                 v = float(w[d, s_])
@@ -330,8 +336,8 @@ def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[tuple[s
 
     reads: list[tuple[str, torch.Tensor]] = []  # (read location, its norm gain), in forward order
     for i, block in enumerate(model.blocks):
-        reads += [(f"L{i}.attn.resid_read", block.ln_attn.weight), (f"L{i}.mlp.resid_read", block.ln_mlp.weight)]
-    reads.append(("final.resid_read", model.ln_f.weight))
+        reads += [(f"L{i}.attn.resid_read", block.ln_attn.weight.cpu()), (f"L{i}.mlp.resid_read", block.ln_mlp.weight.cpu())]
+    reads.append(("final.resid_read", model.ln_f.weight.cpu()))
     writes = [(f"L{i}.attn.resid_write", 2 * i + 1) for i in range(model.cfg.n_layer)] + \
              [(f"L{i}.mlp.resid_write", 2 * i + 2) for i in range(model.cfg.n_layer)]
 

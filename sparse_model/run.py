@@ -2,7 +2,7 @@
 
     run = Run("runs/demo")
     run.name, run.config          # from run.json (no tensors loaded)
-    run.model, run.tokenizer      # loaded on first use
+    run.model, run.tokenizer      # loaded on first use (the model on Run(..., device=...))
     run.train_tokens(), run.val_tokens(), run.means
 
 Every file name of a run folder is spelled in `checkpoint` (RUN_FILE, TOKENIZER_FILE, ...) and read
@@ -19,6 +19,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .corpus import load_corpus
+from .device import resolve_device
 from .errors import UserError
 from .model import SparseGPT
 from .prune import load_or_compute_means
@@ -34,9 +35,10 @@ def is_run_folder(path: Path | str) -> bool:
 class Run:
     """A run folder (made by `circuits train`); every part is read once, when first used."""
 
-    def __init__(self, run_dir: Path | str | None, name: str | None = None):
+    def __init__(self, run_dir: Path | str | None, name: str | None = None, device: str | None = "auto"):
         # None: a model the store knows without a run folder (only its name is usable).
         self.run_dir = Path(run_dir) if run_dir else None
+        self.device = resolve_device(device)  # a device that is not there fails here, before any work
         if name is not None:
             self.__dict__["name"] = name  # known from the store: run.json is not read for it
 
@@ -61,7 +63,7 @@ class Run:
     @cached_property
     def _loaded(self) -> tuple[SparseGPT, dict]:
         model, _run, state = ckpt.load_model(self.folder())
-        return model, state
+        return model.to(self.device), state
 
     @property
     def model(self) -> SparseGPT:
@@ -102,7 +104,8 @@ class Run:
     @cached_property
     def means(self):
         """Each node location's mean activation (the value a pruned node is frozen at)."""
-        return load_or_compute_means(self.folder(), self.model, self.train_tokens)
+        device = next(self.model.parameters()).device
+        return {loc: m.to(device) for loc, m in load_or_compute_means(self.folder(), self.model, self.train_tokens).items()}
 
     def tasks(self, names: Sequence[str] | None = None) -> list[Task]:
         return load_tasks(self.tokenizer, names)

@@ -8,16 +8,17 @@ from sparse_model.prune import PruneSettings
 
 from ..jobs.circuits import evaluate_tasks_job, prune_job
 
-from .common import db_option, open_store, output_options, print_rows, resolve_run
+from .common import db_option, device_option, open_store, output_options, print_rows, resolve_run
 
 
 @click.command("tasks")
 @click.argument("run")
 @click.option("--task", "tasks", multiple=True, help="Only this task (repeatable). Default: all tasks.")
 @click.option("--target-loss", type=float, default=0.15, show_default=True, help="A task counts as learned at or below this loss.")
+@device_option
 @output_options
 @db_option
-def tasks_command(run, tasks, target_loss, fmt):
+def tasks_command(run, tasks, target_loss, device, fmt):
     """Task loss and accuracy of the unpruned model, per task; stored in task_evals.
 
     RUN is a run folder or a model name.
@@ -28,7 +29,7 @@ def tasks_command(run, tasks, target_loss, fmt):
     """
     run_dir = resolve_run(run).folder()
     with open_store() as store:
-        rows = evaluate_tasks_job(store, run_dir, tasks or None, target_loss)
+        rows = evaluate_tasks_job(store, run_dir, tasks or None, target_loss, device=device)
     print_rows(["task", "loss", "accuracy", "learned", "n_val", "random_labels"],
                [[r["name"], r["loss"], r["accuracy"], r["learned"], r["n_val"], r["random_labels"]] for r in rows], fmt)
 
@@ -41,9 +42,10 @@ def tasks_command(run, tasks, target_loss, fmt):
 @click.option("--steps", type=int, default=PruneSettings.steps, show_default=True, help="Mask-learning steps.")
 @click.option("--k-coef", type=float, default=PruneSettings.k_coef, show_default=True, help="Penalty per kept node.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@device_option
 @output_options
 @db_option
-def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, fmt):
+def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, device, fmt):
     """Prune the model to the smallest circuit per task, verify it, and store nodes and edges.
 
     \b
@@ -56,7 +58,7 @@ def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, fmt):
     settings = PruneSettings(target_loss=target_loss, steps=steps, k_coef=k_coef, seed=seed)
     run_dir = resolve_run(run).folder()
     with open_store() as store:
-        rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings)
+        rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings, device=device)
     print_rows(["task", "status", "nodes", "grown", "edges", "full_loss", "sufficiency_loss", "necessity_loss",
                 "sufficient", "seconds"],
                [[r["task"], r["status"], r["n_nodes"], r["grown_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],

@@ -8,7 +8,7 @@ from sparse_model.prune import PruneSettings, check_target_loss
 
 from ..jobs.demo import DemoSettings, run_demo
 
-from .common import db_option, open_store, output_options, print_rows
+from .common import db_option, device_option, open_store, output_options, print_rows
 
 _D = DemoSettings()
 
@@ -29,9 +29,10 @@ _D = DemoSettings()
               help="Folder of .py files to train on (default: this Python's standard library).")
 @click.option("--model", "llm", default=None,
               help="Embedded LLM for the explanations: qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, or a GGUF file.")
+@device_option
 @output_options
 @db_option
-def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm, fmt):
+def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm, device, fmt):
     """Train the demo model, prune every task it learned, explain the circuit nodes with the
     embedded LLM (the 40 highest-ranked per circuit by default; --max-nodes 0 for all), write the
     HTML report and print a summary; about 15 minutes on 2 cores the first time. Run it again and it
@@ -45,7 +46,7 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm
     check_target_loss(target_loss)
     settings = DemoSettings(out=out, report=report, preset=preset, tasks=tuple(tasks) or None, target_loss=target_loss,
                             prune=PruneSettings(target_loss=target_loss), max_nodes_per_task=max_nodes or None,
-                            corpus=corpus, llm=llm)
+                            corpus=corpus, llm=llm, device=device)
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
     cols = ["task", "target_loss", "sufficient", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss",

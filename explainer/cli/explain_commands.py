@@ -11,7 +11,7 @@ from ..jobs.explain import ExplainSettings, explain_job
 from ..llm import RetryPolicy, make_client
 from ..simulators import SIMULATORS
 
-from .common import db_option, open_store, output_options, print_rows, resolve_run
+from .common import db_option, device_option, open_store, output_options, print_rows, resolve_run
 
 _D = ExplainSettings()
 _R = RetryPolicy()
@@ -54,11 +54,12 @@ _R = RetryPolicy()
 @click.option("--retry-failed", is_flag=True, help="Redo only the nodes whose explanation failed with these settings.")
 @click.option("--prices", type=click.Path(dir_okay=False), default=None,
               help='JSON price table, e.g. {"gpt-4o-mini": {"prompt_per_million": 0.15, "completion_per_million": 0.6}}.')
+@device_option
 @output_options
 @db_option
 def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, concurrency, window, explain_windows,
                     score_windows, calibrate_windows, prompts_dir, explain_prompt, no_shuffled, seed, max_attempts, timeout, backoff, no_cache,
-                    retry_failed, prices, fmt):
+                    retry_failed, prices, device, fmt):
     """Explain, simulate and score every circuit node of a run; results in the explanations,
     simulations and scores tables (query them through the node_scores view).
 
@@ -83,7 +84,7 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
         s = explain_job(store, run_dir, client, tasks=list(tasks) or None, nodes=list(nodes) or None, settings=settings,
                         prompts_dir=prompts_dir, cache=not no_cache, retry_failed=retry_failed, prices=prices,
                         command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None,
-                        explain_prompt=explain_prompt)
+                        explain_prompt=explain_prompt, device=device)
     u = client.usage
     click.echo(f"{s.model}: {s.explained} nodes explained, {s.skipped} already done, {s.failed} failed "
                f"(simulator {s.simulator}, settings {s.settings_key}); job {s.job_id}: {u.requests} LLM requests, "

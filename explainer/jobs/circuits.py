@@ -43,10 +43,10 @@ def register_model(store: Store, run: Run) -> None:
 
 
 def evaluate_tasks_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = None,
-                       target_loss: float = 0.15) -> list[dict]:
+                       target_loss: float = 0.15, device: str | None = "auto") -> list[dict]:
     """Task loss and accuracy of the unpruned model on every (or the named) task; stored in task_evals."""
     check_target_loss(target_loss)
-    run = Run(run_dir)
+    run = Run(run_dir, device=device)
     built = run.tasks(tasks)
     results = evaluate_tasks(run.model, built)
     for r, t in zip(results, built):
@@ -80,7 +80,7 @@ def save_circuit(store: Store, model: str, c: Circuit) -> dict:
 
 def prune_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = None,
               settings: PruneSettings | None = None, progress: bool = True,
-              on_circuit: Callable[[dict], None] | None = None) -> list[dict]:
+              on_circuit: Callable[[dict], None] | None = None, device: str | None = "auto") -> list[dict]:
     """Prune every (or the named) task of a run and store each circuit as soon as it is found.
 
     Tasks the unpruned model has not learned (loss above the target) are stored with status
@@ -89,7 +89,7 @@ def prune_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = N
     settings = settings or PruneSettings()
     if tasks is not None:
         get_task_specs(tasks)  # unknown names fail before any work
-    run = Run(run_dir)
+    run = Run(run_dir, device=device)
     register_model(store, run)
     rows = []
     for task in run.tasks(tasks):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from sparse_model.device import resolve_device
 from sparse_model.prune import PruneSettings
 from sparse_model.train import train
 
@@ -38,6 +39,7 @@ class DemoSettings:
     preset: str = "demo"
     corpus: str | None = None  # default: this Python's standard library
     llm: str | None = None  # embedded LLM: a short name or a GGUF file (default: the local backend's)
+    device: str = "auto"  # where torch runs (`sparse_model.device`); the embedded LLM is llama.cpp's own
     tasks: tuple[str, ...] | None = None  # None: every task the model learned (random-label control excluded)
     target_loss: float = DEMO_TARGET_LOSS
     fallback_target_loss: float | None = FALLBACK_TARGET_LOSS  # when no task reaches target_loss; None: stop there
@@ -53,15 +55,16 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
              progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Run (or finish) the demo; returns one summary row per learned task."""
     s = settings or DemoSettings()
+    resolve_device(s.device)  # a device that is not there is one line now, not after the model part join
     if client is None:
         check_local_model(s.llm)  # a wrong --model is one line now, not after training
     log(f"[1/5] training the {s.preset} model in {s.out} (reused, or resumed from its last checkpoint, if there)")
-    summary = train(s.out, s.preset, corpus_dir=s.corpus, progress=progress, log=lambda m: None)
+    summary = train(s.out, s.preset, corpus_dir=s.corpus, progress=progress, log=lambda m: None, device=s.device)
     store.upsert_model(summary)
     model = summary["name"]
 
     log(f"[2/5] evaluating the tasks (learned: loss at most {s.target_loss})")
-    evals = evaluate_tasks_job(store, s.out, target_loss=s.target_loss)
+    evals = evaluate_tasks_job(store, s.out, target_loss=s.target_loss, device=s.device)
     prune = s.prune
     learned = list(s.tasks) if s.tasks else [r["name"] for r in evals if r["learned"] and not r["random_labels"]]
     if not learned and s.fallback_target_loss is not None and s.fallback_target_loss > s.target_loss:
@@ -78,7 +81,7 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
     log(f"[3/5] pruning {len(learned)} task(s) at target loss {prune.target_loss}: {', '.join(learned)}")
     for task in learned:
         if store.circuit_with_settings(model, task, prune.digest()) is None:
-            prune_job(store, s.out, [task], prune, progress=progress)
+            prune_job(store, s.out, [task], prune, progress=progress, device=s.device)
 
     nodes = _nodes_to_explain(store, model, learned, prune.digest(), s.max_nodes_per_task)
     limit = "every node" if s.max_nodes_per_task is None else f"the top {s.max_nodes_per_task} nodes by importance"
@@ -86,7 +89,7 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
         f"(nodes already done are skipped)")
     if nodes:
         explain_job(store, s.out, client or make_client("local", model=s.llm), nodes=nodes, settings=s.explain,
-                    progress=progress, command="circuits demo")
+                    progress=progress, command="circuits demo", device=s.device)
 
     log(f"[5/5] writing the report to {s.report}")
     write_report(store, s.report, model=model)

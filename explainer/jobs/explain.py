@@ -227,7 +227,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
                 nodes: Sequence[str] | None = None, settings: ExplainSettings | None = None,
                 progress: bool = True, prompts_dir: str | Path | None = None, cache: bool = True,
                 retry_failed: bool = False, prices: str | Path | None = None, command: str | None = None,
-                explain_prompt: str = DEFAULT_EXPLAIN_PROMPT) -> JobSummary:
+                explain_prompt: str = DEFAULT_EXPLAIN_PROMPT, device: str | None = "auto") -> JobSummary:
     """Explain, simulate and score every selected node of a run (see the module docstring).
 
     The job is a row in `jobs`; each of its LLM requests a row in `llm_requests`. Answers are cached
@@ -242,7 +242,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
     s = settings or ExplainSettings()
     s.check()
     price = load_price(prices, client.settings()["model"]) if prices and client.settings()["model"] else None
-    run = Run(run_dir)
+    run = Run(run_dir, device=device)  # the device captures the activation records
     if s.window is None:
         s = replace(s, window=min(DEFAULT_WINDOW, run.model.cfg.n_ctx))
     register_model(store, run)
