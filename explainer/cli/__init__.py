@@ -8,11 +8,11 @@ its error handling are in `app`; the commands, by area, in `*_commands`; they ar
 from __future__ import annotations
 
 from . import (circuit_commands, demo_commands, eval_commands, explain_commands, model_commands, report_commands,
-               sql_commands)
+               search_commands, sql_commands)
 from .app import main
 
 for _module in (model_commands, circuit_commands, explain_commands, eval_commands, demo_commands, report_commands,
-                sql_commands):
+                search_commands, sql_commands):
     for _command in _module.COMMANDS:
         main.add_command(_command)
 

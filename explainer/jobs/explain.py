@@ -40,6 +40,7 @@ from ..store import Store
 from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_on
 from .circuits import register_model
 from .rows import Item, explanation_item, record_rows, records_by_split, row_id, settings_key
+from .search import embeddings_for
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ class _Job:
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
         failpoint("explain.node")  # the LLM has answered (answers cached), nothing of the node committed yet
-        self.store.save_explanations(items)
+        self.store.save_explanations(items, **embeddings_for(items))  # the chosen explanation's, for search
         return found.score
 
     async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:

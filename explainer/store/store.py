@@ -20,6 +20,7 @@ from sparse_model.errors import UserError
 from . import schema
 from .rows import rows_as_dicts as _rows_as_dicts
 from .report_queries import ReportQueries
+from .search import SearchQueries, embedding_statements
 from .shared import SharedConnection, lock_for_writing, unlock_for_writing
 
 
@@ -59,7 +60,7 @@ def _check_is_duckdb(path: Path) -> None:
         )
 
 
-class Store(ReportQueries):
+class Store(ReportQueries, SearchQueries):
     """An open connection to the circuits database. Use `Store.open(...)`."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection | SharedConnection, path: Path, read_only: bool):
@@ -372,13 +373,15 @@ class Store(ReportQueries):
         """Insert one explanation with its simulations and scores, replacing any with the same id."""
         self.save_explanations([(explanation, simulations, scores)])
 
-    def save_explanations(self, items: list[tuple[dict, list[dict], list[dict]]]) -> None:
+    def save_explanations(self, items: list[tuple[dict, list[dict], list[dict]]], embedder: str | None = None,
+                          embeddings: dict[str, Any] | None = None) -> None:
         """Like `save_explanation` for many explanations, all in one transaction.
 
         An explanation dict holds the explanations columns except created_at (missing ones are
         NULL; settings is a dict; purpose defaults to 'circuit'). Simulations: sampling, rank, split,
         predicted, simulator, failure, raw_text. Scores: split, method, value (NaN is stored as
-        NULL), n_tokens.
+        NULL), n_tokens. embeddings: explanation id -> its text's embedding by `embedder`
+        (explanation_embeddings); a replaced explanation loses its old one.
         """
         columns = self._columns("explanations")
         statements: list[tuple[str, list | None]] = []
@@ -394,7 +397,7 @@ class Store(ReportQueries):
             unknown = set(e) - set(columns) - {"created_at"}
             if unknown:
                 raise ValueError(f"unknown explanations columns: {sorted(unknown)}")
-            for table in ("scores", "simulations", "explanations"):
+            for table in ("scores", "simulations", "explanation_embeddings", "explanations"):
                 statements.append((f"DELETE FROM {table} WHERE explanation_id = ?", [eid]))
             row = dict(e, created_at=now, purpose=e.get("purpose") or "circuit")
             if row.get("settings") is not None:
@@ -409,6 +412,10 @@ class Store(ReportQueries):
                 v = sc.get("value")
                 v = None if v is None or math.isnan(float(v)) else float(v)
                 score_rows.append([eid, sc["split"], sc["method"], v, sc.get("n_tokens")])
+        if embeddings:
+            if not embedder:
+                raise ValueError("save_explanations needs the embedder that made the embeddings")
+            inserts += embedding_statements(embedder, list(embeddings), list(embeddings.values()))
         self._transaction(statements + inserts, many={
             "INSERT INTO simulations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)": sim_rows,
             "INSERT INTO scores VALUES (?, ?, ?, ?, ?)": score_rows,
