@@ -1,7 +1,7 @@
 """Training tokens/s in one process against two processes under torchrun (DDP, gloo), side by side,
 and how far apart the two runs' weights end.
 
-    python bench/ddp_speed.py [--preset demo] [--steps 60] [--corpus DIR] [--repeats 2]
+    python bench/ddp_speed.py [--preset small] [--steps 60] [--corpus DIR] [--repeats 2]
 
 Each configuration trains the same run (same preset, seed, steps and global batch) into its own
 fresh folder with `circuits train`, in its own process(es), interleaved, best of --repeats. One
@@ -45,7 +45,7 @@ def run(kind: str, out: Path, args) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--preset", default="small")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--corpus", default=None)
     ap.add_argument("--repeats", type=int, default=2)

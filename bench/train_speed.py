@@ -1,6 +1,6 @@
 """Training speed: the fast step against the plain one, and sparse against dense, side by side in one run.
 
-    python bench/train_speed.py [--preset demo] [--steps 40]
+    python bench/train_speed.py [--preset small] [--steps 40]
 
 Each configuration trains in its own subprocess (so allocator settings and peak memory are its own)
 on the same random batches of real-sized token ids, through `sparse_model.step.train_step`, with the
@@ -63,7 +63,7 @@ def one(preset: str, density: float, steps: int, step_kind: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--preset", default="small")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--density", type=float, default=None, help="sparse density (default: the preset's)")
     ap.add_argument("--one", nargs=2, default=None, help=argparse.SUPPRESS)
