@@ -93,11 +93,11 @@ def test_rerunning_a_finished_run_trains_nothing_more(tiny_run, small_corpus):
 
 def test_training_killed_mid_run_resumes_to_the_same_weights(tmp_path, small_corpus):
     # Every run in its own `circuits train` process, as a user runs it, so all use the same thread count.
-    steps = 100  # the kill lands between step 20 and the end, in the density anneal (steps 1 to 50)
+    steps = 60  # the kill lands between step 20 and the end, in or just after the density anneal (steps 1 to 30)
 
     def command(out: Path) -> list[str]:
         return [sys.executable, "-m", "explainer", "--db", str(tmp_path / "c.duckdb"), "train", "--preset", "tiny",
-                "--steps", str(steps), "--checkpoint-every", "5", "--out", str(out), "--corpus", str(small_corpus)]
+                "--steps", str(steps), "--checkpoint-every", "4", "--out", str(out), "--corpus", str(small_corpus)]
 
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     subprocess.run(command(clean), check=True, capture_output=True)
