@@ -40,7 +40,6 @@ def env_rank() -> int:
 class Replicas:
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @classmethod
     def from_env(cls, device: torch.device | None = None) -> "Replicas":
@@ -49,7 +48,6 @@ class Replicas:
             return cls()
         if not dist.is_available():
             raise UserError("this torch build has no torch.distributed; train in one process (without torchrun)")
-        rank, local = env_rank(), int(os.environ.get("LOCAL_RANK", "0") or 0)
         if not dist.is_initialized():
             backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
             try:
@@ -58,7 +56,7 @@ class Replicas:
                 first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
                 raise UserError(f"could not join the other training processes ({first}); start them with "
                                 f"`torchrun --standalone --nproc_per_node N $(which circuits) train ...`") from None
-        return cls(rank=rank, world_size=world, local_rank=local)
+        return cls(rank=env_rank(), world_size=world)
 
     @property
     def active(self) -> bool:

@@ -104,8 +104,8 @@ class Run:
     @cached_property
     def means(self):
         """Each node location's mean activation (the value a pruned node is frozen at)."""
-        device = next(self.model.parameters()).device
-        return {loc: m.to(device) for loc, m in load_or_compute_means(self.folder(), self.model, self.train_tokens).items()}
+        means = load_or_compute_means(self.folder(), self.model, self.train_tokens)
+        return {loc: m.to(self.device) for loc, m in means.items()}
 
     def tasks(self, names: Sequence[str] | None = None) -> list[Task]:
         return load_tasks(self.tokenizer, names)

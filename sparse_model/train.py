@@ -229,9 +229,11 @@ def train(
             out.mkdir(parents=True, exist_ok=True)
             if not (out / ckpt.RUN_FILE).exists():
                 ckpt.write_json_atomic(out / ckpt.RUN_FILE, run)
-            prepare_data(out, corpus, mcfg.vocab_size, log)
-        replicas.barrier()  # the others read what rank 0 prepared
-        train_tokens, val_tokens = prepare_data(out, corpus, mcfg.vocab_size, log)
+            train_tokens, val_tokens = prepare_data(out, corpus, mcfg.vocab_size, log)
+            replicas.barrier()  # now the others may read what was prepared
+        else:
+            replicas.barrier()
+            train_tokens, val_tokens = prepare_data(out, corpus, mcfg.vocab_size, log)
         every = checkpoint_every or max(1, tcfg.steps // 20)
         _loop(out, run, mcfg, tcfg, train_tokens, val_tokens, every, step_settings, precision, replicas,
               progress and replicas.is_main, log if replicas.is_main else (lambda s: None))
