@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import UnembedCrossEntropy, fused_loss_applies, keep_mask
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -86,10 +88,7 @@ def abs_topk(x: torch.Tensor, frac: float) -> torch.Tensor:
     """Keep the ceil(frac * width) largest-magnitude entries of the last dimension, zero the rest."""
     if frac >= 1.0:
         return x
-    k = max(1, math.ceil(frac * x.shape[-1]))
-    idx = x.abs().topk(k, dim=-1, sorted=False).indices
-    mask = torch.zeros_like(x).scatter_(-1, idx, 1.0)
-    return x * mask
+    return x * keep_mask(x, max(1, math.ceil(frac * x.shape[-1])))
 
 
 class Hooks:
@@ -214,6 +213,25 @@ class SparseGPT(nn.Module):
     def forward(self, idx: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab); with `last` (B,) positions, only the logits
         at those positions, (B, vocab), which spares the unembedding for every other position."""
+        x, idx = self._read_out(idx, last)
+        logits = self.lm_head(x)
+        if self.bigram is not None:
+            logits = logits + F.embedding(idx, self.bigram)  # deterministic backward, unlike indexing
+        return logits
+
+    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy of targets (B, T) given idx (B, T)."""
+        x, idx = self._read_out(idx, None)
+        if fused_loss_applies(x):  # the same loss in one logits buffer (kernels.py)
+            return UnembedCrossEntropy.apply(x.reshape(-1, x.shape[-1]), self.lm_head.weight, self.lm_head.bias,
+                                             self.bigram, idx.reshape(-1), targets.reshape(-1))
+        logits = self.lm_head(x)
+        if self.bigram is not None:
+            logits = logits + F.embedding(idx, self.bigram)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def _read_out(self, idx: torch.Tensor, last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream as the unembedding reads it, and the token ids the bigram table reads."""
         B, T = idx.shape
         if T > self.cfg.n_ctx:
             raise ValueError(f"sequence of {T} tokens is longer than the context ({self.cfg.n_ctx})")
@@ -225,15 +243,7 @@ class SparseGPT(nn.Module):
         if last is not None:
             rows = torch.arange(B, device=idx.device)
             x, idx = x[rows, last], idx[rows, last]  # (B, d_model), (B,)
-        x = self.hooks("final.resid_read", abs_topk(self.ln_f(x), self.cfg.afrac))
-        logits = self.lm_head(x)
-        if self.bigram is not None:
-            logits = logits + F.embedding(idx, self.bigram)  # deterministic backward, unlike indexing
-        return logits
-
-    def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = self(idx)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return self.hooks("final.resid_read", abs_topk(self.ln_f(x), self.cfg.afrac)), idx
 
     @contextmanager
     def hooked(self, fns: dict[str, Callable[[torch.Tensor], torch.Tensor | None]]) -> Iterator["SparseGPT"]:

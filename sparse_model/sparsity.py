@@ -16,6 +16,8 @@ import math
 import torch
 import torch.nn as nn
 
+from .kernels import keep_mask
+
 MIN_PER_UNIT = 4
 
 # Which axis of each sparse matrix indexes a unit that must keep MIN_PER_UNIT weights.
@@ -60,10 +62,7 @@ def topk_mask(w: torch.Tensor, density: float, unit_axis: int | None, min_per_un
         protected = scores.topk(m, dim=other).indices
         scores = scores.scatter(other, protected, float("inf"))
         k = max(k, m * w.shape[unit_axis])
-    flat = scores.flatten()
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=w.device)
-    mask[flat.topk(k, sorted=False).indices] = True
-    return mask.view_as(w)
+    return keep_mask(scores.view(1, -1), k).view_as(w).bool()  # the set flat topk picks (kernels.py)
 
 
 @torch.no_grad()

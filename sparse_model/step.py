@@ -12,8 +12,11 @@ scheduled density. `StepSettings` picks how it runs, never what it computes:
   the gradients adding up (each slice's loss weighted by its share), which keeps the working set
   in cache. The same gradient up to float rounding.
 - `fused_adam`: PyTorch's fused AdamW kernel, one pass over each tensor instead of several.
+- `cpu_kernels`: on a CPU, AbsTopK's mask from numpy's partition instead of `torch.topk` (the same
+  mask bit for bit), and the unembedding, bigram table and cross-entropy as one autograd function
+  that works in a single logits buffer (`kernels.py`).
 
-`PLAIN_STEP` turns all three off: the step as it was first written, kept for `bench/train_speed.py`.
+`PLAIN_STEP` turns all four off: the step as it was first written, kept for `bench/train_speed.py`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch
 
 from .model import SparseGPT
 from .sparsity import normalize_grad_rms_, project_
+from .kernels import use_fast_kernels
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,11 @@ class StepSettings:
     micro_batch: int | None = 16  # sequences per forward/backward; None: the whole batch at once
     fused_adam: bool = True
     keep_freed_memory: bool = True
+    cpu_kernels: bool = True
 
 
 FAST_STEP = StepSettings()
-PLAIN_STEP = StepSettings(micro_batch=None, fused_adam=False, keep_freed_memory=False)
+PLAIN_STEP = StepSettings(micro_batch=None, fused_adam=False, keep_freed_memory=False, cpu_kernels=False)
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
 _KEEP_BYTES = 1 << 30
@@ -88,6 +93,7 @@ def train_step(model: SparseGPT, opt: torch.optim.Optimizer, params: list[torch.
     """One step of the recipe on batch (x, y); returns the batch's mean loss before the step.
     (x, y) is this process's share of the batch when several processes train (`distributed.py`)."""
     opt.zero_grad(set_to_none=True)
+    use_fast_kernels(settings.cpu_kernels)
     loss = forward_backward(loss_fn or model.loss, x, y, settings.micro_batch, no_sync, autocast)
     normalize_grad_rms_(params)
     for group in opt.param_groups:
