@@ -12,7 +12,7 @@ gradient, is the same as topk's bit for bit (tests/test_kernels.py).
 
 2. The loss head: unembedding, bias, bigram rows and mean cross-entropy as one autograd function.
 The logits live in one buffer: it starts as the bigram rows, takes the bias and the product in
-place, becomes the softmax in place, and in backward becomes the logits' gradient in place. PyTorch's
+place, becomes exp(logits - row max) in place, and in backward becomes the logits' gradient in place. PyTorch's
 own path allocates and fills several tensors of that size (the logits, the sum with the bigram rows,
 log-softmax and its gradient, the zero-filled gradient of the loss). The same loss and gradients up
 to float rounding (the additions happen in another order).
@@ -111,20 +111,22 @@ class UnembedCrossEntropy(torch.autograd.Function):
         else:
             buf = bias.expand(n, -1).clone()
         buf.addmm_(x, weight.t())  # the logits
-        lse = torch.logsumexp(buf, dim=1, keepdim=True)
-        loss = (lse - buf.gather(1, target[:, None])).mean()
-        buf.sub_(lse).exp_()  # the softmax, kept for backward
+        picked = buf.gather(1, target[:, None])
+        top = buf.amax(1, keepdim=True)
+        total = buf.sub_(top).exp_().sum(1, keepdim=True)  # buf: exp(logits - max), softmax times total
+        loss = (top + total.log() - picked).mean()
         ctx.has_bigram = bigram is not None
-        ctx.save_for_backward(x, weight, buf, prev, target)
+        ctx.save_for_backward(x, weight, buf, total, prev, target)
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor):
-        x, weight, buf, prev, target = ctx.saved_tensors
+        x, weight, buf, total, prev, target = ctx.saved_tensors
         n = buf.shape[0]
-        buf.scatter_add_(1, target[:, None], buf.new_full((n, 1), -1.0))
-        buf.mul_(grad / n)  # d loss / d logits
+        scale = grad / n
+        buf.mul_(scale / total)  # the softmax times grad / n ...
+        buf.scatter_add_(1, target[:, None], (-scale).expand(n, 1))  # ... minus the one-hot: d loss / d logits
         need = ctx.needs_input_grad
         gx = buf @ weight if need[0] else None
         gw = buf.t() @ x if need[1] else None
