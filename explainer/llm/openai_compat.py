@@ -36,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import openai
+if TYPE_CHECKING:
+    import openai  # imported where it is used: the SDK takes about a second to import, and most commands never need it
 
 from .client import (CHAT, PROMPT_LOGPROBS, TOKEN_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError, LLMRequestError,
                   LLMOutputError, PromptLogprobsRequest, PromptLogprobsResult)
@@ -82,6 +83,8 @@ class OpenAIBackend(Backend):
     def _client(self) -> openai.AsyncOpenAI:
         """The SDK client of the running event loop. Its HTTP connections belong to one loop, so a
         backend used from several `asyncio.run` calls (probe, then a job) gets a new client per loop."""
+        import openai
+
         loop = asyncio.get_running_loop()
         if self._sdk is None or self._loop is not loop:
             self._sdk = openai.AsyncOpenAI(api_key=self._secret or NO_KEY, base_url=self.base_url,
@@ -106,6 +109,8 @@ class OpenAIBackend(Backend):
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """Turn the SDK's exceptions into one-line `LLMRequestError`s naming the endpoint and model."""
+        import openai
+
         where = f"{self.base_url} (model {self.model or '?'})"
         try:
             yield
