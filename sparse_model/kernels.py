@@ -1,21 +1,24 @@
 """The fast training step's two CPU kernels, each computing what the plain PyTorch code computes.
 
 1. Which entries AbsTopK keeps, exactly as `torch.topk` would (and which weights the top-k
-projection keeps, sparsity.py: the same question over a whole matrix). AbsTopK (model.py) keeps the k largest-|x| entries of every row. `torch.topk` on a CPU spends most
-of its time building (value, index) pairs; it was a fifth of a training step at the demo shape.
-Only the k-th largest value of each row is needed: `numpy.partition` finds it several times
-faster (rows split over the process's torch threads, numpy releasing the GIL), and the kept
-entries are then those at or above it. That set is topk's whenever a row has exactly k such
-entries. A row with ties at its k-th value (typically a row with fewer than k nonzeros, whose
-zeros tie) gets its mask from `torch.topk` itself, so the mask, and with it every activation and
-gradient, is the same as topk's bit for bit (tests/test_kernels.py).
+projection keeps, sparsity.py: the same question over a whole matrix). AbsTopK (model.py) keeps
+the k largest-|x| entries of every row. `torch.topk` on a CPU spends most of its time building
+(value, index) pairs; it was a fifth of a training step at the demo shape. Only the k-th largest
+value of each row is needed: `numpy.partition` finds it several times faster (rows split over the
+process's torch threads, numpy releasing the GIL), and the kept entries are then those at or above
+it. That set is topk's whenever a row has exactly k such entries. A row with ties at its k-th value
+(typically a row with fewer than k nonzeros, whose zeros tie) gets its mask from `torch.topk`
+itself, so the mask, and with it every activation and gradient, is the same as topk's bit for bit
+(tests/test_kernels.py). numpy's partition is slow on rows where most values tie, which training
+never hands it (it would on weights projected twice at the same density).
 
 2. The loss head: unembedding, bias, bigram rows and mean cross-entropy as one autograd function.
 The logits live in one buffer: it starts as the bigram rows, takes the bias and the product in
-place, becomes exp(logits - row max) in place, and in backward becomes the logits' gradient in place. PyTorch's
-own path allocates and fills several tensors of that size (the logits, the sum with the bigram rows,
-log-softmax and its gradient, the zero-filled gradient of the loss). The same loss and gradients up
-to float rounding (the additions happen in another order).
+place, becomes exp(logits - row max) in place, and in backward becomes the logits' gradient in
+place. PyTorch's own path allocates and fills several tensors of that size (the logits, the sum
+with the bigram rows, log-softmax and its gradient, the zero-filled gradient of the loss). The same
+loss and gradients up to float rounding (the additions happen in another order). Its backward
+reuses the buffer, so it runs once per forward (as in training).
 
 `use_fast_kernels(False)` restores PyTorch's own code: the step as first written, which
 `bench/train_speed.py` measures against. Other devices, and autocast, always use PyTorch's code.

@@ -73,8 +73,8 @@ PRESETS: dict[str, tuple[ModelConfig, TrainConfig]] = {
         ModelConfig(n_layer=2, d_model=128, n_head=8, d_head=16, d_mlp=512, n_ctx=128),
         TrainConfig(steps=700, batch_size=32, eval_interval=175),
     ),
-    # About 19 minutes (7.0M tokens): the smallest budget measured that learns a task to the paper's
-    # 0.15 (single_double_quote 0.048, indent_after_header 0.077); `circuits demo` trains it.
+    # About 14 minutes (7.0M tokens): the smallest budget measured that learns a task to the paper's
+    # 0.15 (single_double_quote 0.117 with the fast step, 0.048 before; see README); `circuits demo` trains it.
     "demo": (
         ModelConfig(n_layer=3, d_model=128, n_head=8, d_head=16, d_mlp=512, n_ctx=128),
         TrainConfig(steps=1700, batch_size=32, eval_interval=500),

@@ -12,7 +12,7 @@ from .common import db_option, device_option, open_store, output_options, print_
 
 @click.command("train")
 @click.option("--preset", default="demo", show_default=True,
-              help=f"One of {', '.join(PRESETS)}. tiny: seconds, for tests; small: about 5 minutes; demo: about 19 minutes, learns the quote task; standard: about 30 minutes.")
+              help=f"One of {', '.join(PRESETS)}. tiny: seconds, for tests; small: about 5 minutes; demo: about 14 minutes, learns the quote task; standard: about 30 minutes.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it holds this run).")
 @click.option("--density", type=float, default=None, help="Target fraction of nonzero weights per matrix, in (0, 1]; 1 = dense baseline.")
 @click.option("--afrac", type=float, default=None, help="AbsTopK: fraction of activations kept at each node location, in (0, 1].")
