@@ -53,12 +53,15 @@ def _reset_pool() -> None:  # a forked child has none of its parent's threads
 os.register_at_fork(after_in_child=_reset_pool)
 
 
-def _threads(n_rows: int, n_entries: int) -> ThreadPoolExecutor | None:
+def _chunks(n_rows: int, n_entries: int) -> int:
+    """How many threads to split the rows over: the process's torch threads, if the array is big enough."""
+    return max(1, min(torch.get_num_threads(), n_rows, n_entries // _MIN_ENTRIES_PER_THREAD))
+
+
+def _threads() -> ThreadPoolExecutor:
     global _pool, _pool_size
-    n = min(torch.get_num_threads(), n_rows, n_entries // _MIN_ENTRIES_PER_THREAD)
-    if n < 2:
-        return None
-    if _pool is None or _pool_size != n:
+    n = torch.get_num_threads()
+    if _pool is None or _pool_size != n:  # one pool per process, remade only if the thread count changes
         if _pool is not None:
             _pool.shutdown(wait=False)
         _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="abs-topk"), n
@@ -68,11 +71,10 @@ def _threads(n_rows: int, n_entries: int) -> ThreadPoolExecutor | None:
 def _kth_largest(a: np.ndarray, k: int) -> np.ndarray:
     """(rows, 1) k-th largest value of every row of a 2-D array."""
     pos = a.shape[1] - k
-    pool = _threads(a.shape[0], a.size)
-    if pool is None:
+    n = _chunks(a.shape[0], a.size)
+    if n == 1:
         return np.partition(a, pos, axis=1)[:, pos:pos + 1]
-    chunks = np.array_split(a, _pool_size)
-    parts = pool.map(lambda c: np.partition(c, pos, axis=1)[:, pos:pos + 1], chunks)
+    parts = _threads().map(lambda c: np.partition(c, pos, axis=1)[:, pos:pos + 1], np.array_split(a, n))
     return np.concatenate(list(parts))
 
 

@@ -23,7 +23,7 @@ def plain_kernels():
 def _inputs() -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     plain = torch.randn(4, 64, 128, generator=g)
-    wide = torch.randn(2, 300, 512, generator=g)  # enough entries to be split over threads
+    wide = torch.randn(4, 300, 512, generator=g)  # 614,400 entries: split over the threads (kernels._chunks)
     zeros = plain.clone()
     zeros[zeros.abs() < 1.2] = 0.0  # about 23% nonzero: most rows have fewer than k=32 nonzeros, zeros tie
     repeats = torch.randint(-3, 4, (256, 128), generator=g).float()  # ties at nonzero values too
