@@ -213,11 +213,7 @@ class SparseGPT(nn.Module):
     def forward(self, idx: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab); with `last` (B,) positions, only the logits
         at those positions, (B, vocab), which spares the unembedding for every other position."""
-        x, idx = self._read_out(idx, last)
-        logits = self.lm_head(x)
-        if self.bigram is not None:
-            logits = logits + F.embedding(idx, self.bigram)  # deterministic backward, unlike indexing
-        return logits
+        return self._unembed(*self._read_out(idx, last))
 
     def loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross-entropy of targets (B, T) given idx (B, T)."""
@@ -225,10 +221,14 @@ class SparseGPT(nn.Module):
         if fused_loss_applies(x):  # the same loss in one logits buffer (kernels.py)
             return UnembedCrossEntropy.apply(x.reshape(-1, x.shape[-1]), self.lm_head.weight, self.lm_head.bias,
                                              self.bigram, idx.reshape(-1), targets.reshape(-1))
+        logits = self._unembed(x, idx)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    def _unembed(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         logits = self.lm_head(x)
         if self.bigram is not None:
-            logits = logits + F.embedding(idx, self.bigram)
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+            logits = logits + F.embedding(idx, self.bigram)  # deterministic backward, unlike indexing
+        return logits
 
     def _read_out(self, idx: torch.Tensor, last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The residual stream as the unembedding reads it, and the token ids the bigram table reads."""

@@ -29,9 +29,9 @@ from typing import Callable, ContextManager
 
 import torch
 
+from .kernels import use_fast_kernels
 from .model import SparseGPT
 from .sparsity import normalize_grad_rms_, project_
-from .kernels import use_fast_kernels
 
 
 @dataclass(frozen=True)
