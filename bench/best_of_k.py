@@ -28,7 +28,7 @@ from explainer.explain import Explainer  # noqa: E402
 from explainer.ground_truth import HELD_OUT, RULES, TRAINING  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
 from explainer.pipeline import pick_windows, simulate_and_score, token_lookup  # noqa: E402
-from explainer.simulators import EmbeddingSimulator  # noqa: E402
+from explainer.simulators import EMBEDDING, EmbeddingSimulator  # noqa: E402
 from explainer.suite import EvalSettings, SuiteData, rule_records  # noqa: E402
 
 
@@ -73,15 +73,16 @@ def main() -> None:
     ap.add_argument("--K", type=int, default=16)
     ap.add_argument("--ks", default="1,2,3,4,8,12,16,24,32")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--calibrate-windows", type=int, default=EvalSettings.calibrate_windows,
-                    help="top and as many random windows that pick the best candidate")
+    ap.add_argument("--calibrate-windows", type=int, default=None,
+                    help="top and as many random windows that pick the best candidate (default: the embedding "
+                         "simulator's, see pipeline.best_of_k_defaults)")
     ap.add_argument("--detail", action="store_true")
     args = ap.parse_args()
     ks = [k for k in map(int, args.ks.split(",")) if k <= args.K]
     names = TRAINING if args.rule_set == "training" else HELD_OUT
     rules = [RULES[n] for n in names]
     data = SuiteData.from_run(args.run)
-    s = EvalSettings(calibrate_windows=args.calibrate_windows)
+    s = EvalSettings(calibrate_windows=args.calibrate_windows).resolved(EMBEDDING)
     simulator = EmbeddingSimulator()
     explainer = Explainer(make_client("local", model=args.model), prompt_name=args.prompt)
     results = {}

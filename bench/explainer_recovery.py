@@ -4,7 +4,7 @@ explains a node) against the correct explanation's and token lookup's, failures,
 (embedding simulator, one seed).
 
     python bench/explainer_recovery.py --run runs/demo [--models qwen2.5-coder-0.5b,qwen2.5-coder-1.5b]
-        [--prompts explain,explain_marked] [--rule-set training|held_out|all] [--k 3] [--detail] [--seed 0]
+        [--prompts explain,explain_marked] [--rule-set training|held_out|all] [--k 32] [--detail] [--seed 0]
 
 Tune prompts on the training rules (`--rule-set training --detail` shows every explanation); the
 held-out rows are the ones to report.
@@ -32,7 +32,8 @@ def main() -> None:
     ap.add_argument("--models", default="qwen2.5-coder-0.5b,qwen2.5-coder-1.5b")
     ap.add_argument("--prompts", default="explain_marked")
     ap.add_argument("--rule-set", choices=["training", "held_out", "all"], default="all")
-    ap.add_argument("--k", type=int, default=3, help="candidates per rule (best of k on the calibrate windows)")
+    ap.add_argument("--k", type=int, default=None, help="candidates per rule (best of k on the calibrate windows; "
+                    "default the embedding simulator's, see pipeline.best_of_k_defaults)")
     ap.add_argument("--detail", action="store_true", help="print every rule's candidates and scores")
     ap.add_argument("--seed", type=int, default=0, help="record sample and candidate seed")
     args = ap.parse_args()

@@ -178,7 +178,7 @@ def cost(args) -> None:
 
     fault_server.chat_reply = reply
     tmp, run, _prompts, nodes, _settings = prepare(args.run, "llm_cost_", args.nodes)
-    settings = ExplainSettings()  # the defaults: best of 3, 5 windows each, simulator auto
+    settings = ExplainSettings()  # the defaults: simulator auto; with an LLM simulator best of 3 on 5 + 5 windows
     with FaultServer(latency=0.0) as server:
         client = make_client("openai", base_url=server.base_url, concurrency=8)
         with Store.open(tmp / "cost.duckdb") as store:

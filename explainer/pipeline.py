@@ -26,7 +26,7 @@ from typing import Callable, ContextManager, Sequence
 from . import scoring
 from .explain import Candidate, Explainer
 from .records import CALIBRATE, EXPLAIN, SCORE, ActivationRecord
-from .simulators import Simulation, Simulator
+from .simulators import EMBEDDING, Simulation, Simulator
 
 # Explanation kinds (the `kind` column of explanations and node_scores).
 LLM = "llm"  # written by the explainer LLM
@@ -36,6 +36,19 @@ CORRECT, WRONG = "correct", "wrong"  # ground-truth suite: a rule's correct and 
 AUROC = "auroc"  # ground-truth suite: a rule's discrimination, stored as an explanation without text
 NODE_KINDS = (LLM, TOKEN_LOOKUP, SHUFFLED)  # the kinds every explained circuit node has
 TOKEN_LOOKUP_TEXT = "each token's mean activation over the explanation windows"
+
+# Best-of-k's size when the user does not set it, by simulator (docs/method.md, "Best of k"): with
+# the embedding simulator a candidate costs about 0.3 s of sampling and a few ms of simulation, and
+# the held-out score grows with k up to at least 32 (bench/best_of_k.py), so 32 candidates are
+# picked on all 10 + 10 calibrate windows; an LLM simulator costs one LLM pass per calibrate window
+# per candidate, so there it stays at 3 candidates on 5 + 5 windows.
+BEST_OF_K = {EMBEDDING: (32, 10)}
+BEST_OF_K_LLM_SIMULATOR = (3, 5)
+
+
+def best_of_k_defaults(simulator_method: str) -> tuple[int, int]:
+    """(candidates, calibrate windows) for best-of-k with this simulator when the user sets neither."""
+    return BEST_OF_K.get(simulator_method, BEST_OF_K_LLM_SIMULATOR)
 
 
 @dataclass

@@ -27,7 +27,7 @@ of equal maximum (binary rules) are broken differently per seed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -39,7 +39,7 @@ from . import scoring
 from .explain import Explainer
 from .ground_truth import FAMILIES, TOKEN_SYNTAX, TRAINING, Rule, rule_activations, wrong_explanations
 from .code_labels import CodeLabels, label_stream
-from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, pick_windows, \
+from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, best_of_k_defaults, pick_windows, \
     simulate_and_score, token_lookup
 from .records import ActivationRecord, sample_records, split_records, token_table, window_starts
 from .simulators import Simulator
@@ -53,18 +53,26 @@ class EvalSettings:
     seeds: tuple[int, ...] = (0, 1, 2)
     n_windows: int | None = None  # windows cut from the validation split (default: records.MAX_WINDOWS)
     recovery: bool = False  # explain every rule neuron with the LLM (seed seeds[0] only)
-    explanations_per_rule: int = 3  # recovery: best-of-k, as the explain job's explanations_per_node
-    calibrate_windows: int = 5  # recovery: top and as many random windows that pick the best candidate
+    # recovery: best-of-k, as the explain job's explanations_per_node and calibrate windows (top and as
+    # many random ones that pick the best candidate); None: by simulator (pipeline.best_of_k_defaults)
+    explanations_per_rule: int | None = None
+    calibrate_windows: int | None = None
 
     def check(self) -> None:
         if self.window < 2:
             raise UserError(f"--window must be at least 2 tokens, got {self.window}")
         if self.score_windows < 1 or self.explain_windows < 1:
             raise UserError("--score-windows and --explain-windows must be at least 1")
-        if self.explanations_per_rule < 1 or self.calibrate_windows < 1:
+        if any(v is not None and v < 1 for v in (self.explanations_per_rule, self.calibrate_windows)):
             raise UserError("--explanations-per-rule and --calibrate-windows must be at least 1")
         if not self.seeds:
             raise UserError("--seeds must be at least 1")
+
+    def resolved(self, simulator_method: str) -> "EvalSettings":
+        """These settings with best-of-k's unset sizes filled in for the simulator in use."""
+        k, calibrate = best_of_k_defaults(simulator_method)
+        return replace(self, explanations_per_rule=self.explanations_per_rule or k,
+                       calibrate_windows=self.calibrate_windows or calibrate)
 
 
 @dataclass
@@ -225,6 +233,7 @@ async def run_rule(rule: Rule, seed: int, data: SuiteData, simulator: Simulator,
     """Score the rule's correct and wrong explanations (and, with an explainer, the LLM's own and
     the token-lookup baseline) on the rule neuron's score windows."""
     t0 = time.perf_counter()
+    s = s.resolved(simulator.method)
     splits = rule_records(data, rule, s.window, seed, s.n_windows)
     windows = rule_windows(splits, s)
     run = RuleRun(RuleResult(rule=rule.name, rule_set="training" if rule.name in TRAINING else "held_out", seed=seed,

@@ -290,3 +290,21 @@ def test_bad_input_is_one_line(tmp_path, tiny_run, server, small_prompts, args, 
     args = [str(prices) if a == "PRICES" else a for a in args]
     code, _, err = _run(tmp_path / "c.duckdb", tiny_run, server, small_prompts, *args)
     assert code == 1 and needle in err and _one_error_line(err)
+
+
+@pytest.mark.parametrize("simulator,k,calibrate", [("embedding", 32, 10), ("text", 3, 5)])
+def test_best_of_k_by_default_is_sized_for_the_simulator(tmp_path, tiny_run, server, small_prompts, simulator, k,
+                                                         calibrate):
+    # Unset, best-of-k is large where a candidate is cheap to judge (the embedding simulator) and
+    # small where each judgement costs LLM passes; the sizes used are in the stored settings.
+    args = ["--db", str(tmp_path / "c.duckdb"), "explain", str(tiny_run), "--backend", "openai", "--base-url",
+            server.base_url, "--node", "L0.mlp.neuron[0]", "--window", "6", "--explain-windows", "1",
+            "--score-windows", "1", "--concurrency", "1", "--explain-prompt", "explain", "--prompts",
+            str(small_prompts), "--simulator", simulator, "--no-shuffled"]
+    r = CliRunner().invoke(main, args, env={"OPENAI_API_KEY": SECRET})
+    assert r.exit_code == 0, r.stderr
+    rows = _q(tmp_path / "c.duckdb", "SELECT candidate, settings->>'$.explanations_per_node', "
+              "settings->>'$.calibrate_windows' FROM explanations WHERE kind = 'llm' ORDER BY candidate")
+    assert [row[0] for row in rows] == list(range(k))
+    assert {(row[1], row[2]) for row in rows} == {(str(k), str(calibrate))}
+    assert server.count(kind="explain") == k

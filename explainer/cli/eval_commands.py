@@ -48,12 +48,14 @@ def _fmt(stats: dict) -> tuple:
               help="Top and as many random windows scored per explanation; default 5 (embedding), 2 (LLM).")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Also let the LLM explain every rule neuron (first seed) and score its explanation.")
-@click.option("--explanations-per-rule", type=int, default=3, show_default=True,
-              help="Recovery: candidate explanations per rule neuron, the best picked on calibrate windows (best of k).")
-@click.option("--calibrate-windows", type=int, default=5, show_default=True,
-              help="Recovery: top and as many random windows that pick the best candidate.")
+@click.option("--explanations-per-rule", type=int, default=None,
+              help="Recovery: candidate explanations per rule neuron, the best picked on calibrate windows (best of k; "
+                   "default as `circuits explain`: 32 with the embedding simulator, 3 with an LLM simulator).")
+@click.option("--calibrate-windows", type=int, default=None,
+              help="Recovery: top and as many random windows that pick the best candidate (default 10 with the "
+                   "embedding simulator, 5 with an LLM simulator).")
 @click.option("--real-nodes", type=int, default=0, show_default=True,
-              help="Also explain this many circuit nodes of RUN with the simulator (as `circuits explain` with its defaults, best of 3).")
+              help="Also explain this many circuit nodes of RUN with the simulator (as `circuits explain` with its defaults).")
 @click.option("--task", "tasks", multiple=True, help="With --real-nodes: take the nodes of this task's circuit "
               "(repeatable; default every circuit of the model).")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")

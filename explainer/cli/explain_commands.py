@@ -27,8 +27,9 @@ _R = RetryPolicy()
 @click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, smollm2-135m or a GGUF file.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL "
               "(default $OPENAI_BASE_URL); the key is read from $OPENAI_API_KEY.")
-@click.option("--explanations-per-node", "k", type=int, default=_D.explanations_per_node, show_default=True,
-              help="Best-of-k: candidates per node, the best picked on the calibrate split.")
+@click.option("--explanations-per-node", "k", type=int, default=None,
+              help="Best-of-k: candidates per node, the best picked on the calibrate split "
+                   "(default 32 with the embedding simulator, 3 with an LLM simulator).")
 @click.option("--simulator", type=click.Choice(["auto", *SIMULATORS]), default="auto", show_default=True,
               help="How activations are simulated; auto picks the best the endpoint supports.")
 @click.option("--concurrency", type=int, default=None, help="Requests in flight at once (default 4; local: 1).")
@@ -37,8 +38,9 @@ _R = RetryPolicy()
               help="Top windows shown to the explainer.")
 @click.option("--score-windows", type=int, default=_D.score_windows, show_default=True,
               help="Top and as many random windows scored per explanation.")
-@click.option("--calibrate-windows", type=int, default=_D.calibrate_windows, show_default=True,
-              help="Top and as many random windows for calibration and best-of-k selection.")
+@click.option("--calibrate-windows", type=int, default=None,
+              help="Top and as many random windows for calibration and best-of-k selection "
+                   "(default 10 with the embedding simulator, 5 with an LLM simulator).")
 @click.option("--prompts", "prompts_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of prompt files (explain.json, simulate.json, simulate_text.json) to use instead of prompts/.")
 @click.option("--explain-prompt", default=DEFAULT_EXPLAIN_PROMPT, show_default=True,

@@ -94,7 +94,7 @@ def run_suite(data: SuiteData, simulator: Simulator, settings: EvalSettings | No
     """Run the suite for one simulator. `client`: the LLM client, for the explainer (recovery) and
     to be closed at the end. `store`: a `Store` to keep every row (or None).
     `progress(result)` is called after each rule and seed. `explain_prompt`: the explainer's prompt file."""
-    s = settings or EvalSettings()
+    s = (settings or EvalSettings()).resolved(simulator.method)
     s.check()
     chosen = resolve_rules(rules)
     explainer = None

@@ -32,8 +32,8 @@ from sparse_model.run import Run
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..scoring import mean_defined
 from ..llm import LLMClient
-from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, pick_windows, simulate_and_score, \
-    token_lookup
+from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, best_of_k_defaults, pick_windows, \
+    simulate_and_score, token_lookup
 from ..records import DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
 from ..simulators import make_simulator
 from ..store import Store
@@ -47,23 +47,29 @@ from .search import embeddings_for
 class ExplainSettings:
     """Everything that changes a job's results (besides the LLM and the prompts)."""
 
-    explanations_per_node: int = 3  # best-of-k
+    explanations_per_node: int | None = None  # best-of-k; None: by simulator (pipeline.best_of_k_defaults)
     simulator: str = "auto"
     window: int | None = None  # tokens per activation record; default 64, or the model's context if shorter
     explain_windows: int = 5  # top windows shown to the explainer
     score_windows: int = 5  # top windows and as many random ones, on the score split
-    calibrate_windows: int = 5  # top windows and as many random ones, on the calibrate split
+    calibrate_windows: int | None = None  # top and as many random windows, calibrate split; None: by simulator
     seed: int = 0
     shuffled: bool = True
 
     def check(self) -> None:
-        if self.explanations_per_node < 1:
+        if self.explanations_per_node is not None and self.explanations_per_node < 1:
             raise UserError(f"--explanations-per-node must be at least 1, got {self.explanations_per_node}")
         for name in ("explain_windows", "score_windows", "calibrate_windows"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.window is not None and self.window < 2:
             raise UserError(f"--window must be at least 2 tokens, got {self.window}")
+
+    def resolved(self, simulator_method: str) -> "ExplainSettings":
+        """These settings with best-of-k's unset sizes filled in for the simulator in use."""
+        k, calibrate = best_of_k_defaults(simulator_method)
+        return replace(self, explanations_per_node=self.explanations_per_node or k,
+                       calibrate_windows=self.calibrate_windows or calibrate)
 
 
 @dataclass
@@ -149,9 +155,10 @@ def ensure_records(store: Store, run: Run, node_ids: Sequence[str], window: int,
 class _Job:
     def __init__(self, store: Store, run: Run, client: LLMClient, s: ExplainSettings,
                  prompts_dir: str | None = None, job_id: str | None = None, explain_prompt: str = DEFAULT_EXPLAIN_PROMPT):
-        self.store, self.run, self.client, self.s, self.job_id = store, run, client, s, job_id
+        self.store, self.run, self.client, self.job_id = store, run, client, job_id
         self.explainer = Explainer(client, prompts_dir, explain_prompt)
         self.simulator = make_simulator(client, s.simulator, prompts_dir)
+        self.s = s = s.resolved(self.simulator.method)
         llm = client.settings()
         self.explainer_name = f"{llm['backend']}:{llm['model']}"
         self.settings = {"llm": llm, "explain_prompt": self.explainer.version, "simulate_prompt": self.simulator.version,
