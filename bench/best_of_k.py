@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--calibrate-windows", type=int, default=None,
                     help="top and as many random windows that pick the best candidate (default: the embedding "
-                         "simulator's, see pipeline.best_of_k_defaults)")
+                         "simulator's, see pipeline.best_of_k_sizes)")
     ap.add_argument("--detail", action="store_true")
     args = ap.parse_args()
     ks = [k for k in map(int, args.ks.split(",")) if k <= args.K]

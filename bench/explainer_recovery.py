@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--prompts", default="explain_marked")
     ap.add_argument("--rule-set", choices=["training", "held_out", "all"], default="all")
     ap.add_argument("--k", type=int, default=None, help="candidates per rule (best of k on the calibrate windows; "
-                    "default the embedding simulator's, see pipeline.best_of_k_defaults)")
+                    "default the embedding simulator's, see pipeline.best_of_k_sizes)")
     ap.add_argument("--detail", action="store_true", help="print every rule's candidates and scores")
     ap.add_argument("--seed", type=int, default=0, help="record sample and candidate seed")
     args = ap.parse_args()

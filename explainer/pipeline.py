@@ -46,9 +46,11 @@ BEST_OF_K = {EMBEDDING: (32, 10)}
 BEST_OF_K_LLM_SIMULATOR = (3, 5)
 
 
-def best_of_k_defaults(simulator_method: str) -> tuple[int, int]:
-    """(candidates, calibrate windows) for best-of-k with this simulator when the user sets neither."""
-    return BEST_OF_K.get(simulator_method, BEST_OF_K_LLM_SIMULATOR)
+def best_of_k_sizes(simulator_method: str, k: int | None, calibrate: int | None) -> tuple[int, int]:
+    """(candidates, calibrate windows) for best-of-k with this simulator: the user's values, and the
+    simulator's defaults for those left unset (None)."""
+    default_k, default_calibrate = BEST_OF_K.get(simulator_method, BEST_OF_K_LLM_SIMULATOR)
+    return (default_k if k is None else k, default_calibrate if calibrate is None else calibrate)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from . import scoring
 from .explain import Explainer
 from .ground_truth import FAMILIES, TOKEN_SYNTAX, TRAINING, Rule, rule_activations, wrong_explanations
 from .code_labels import CodeLabels, label_stream
-from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, best_of_k_defaults, pick_windows, \
+from .pipeline import CORRECT, WRONG, BestOfK, ScoredExplanation, Windows, best_of_k, best_of_k_sizes, pick_windows, \
     simulate_and_score, token_lookup
 from .records import ActivationRecord, sample_records, split_records, token_table, window_starts
 from .simulators import Simulator
@@ -54,7 +54,7 @@ class EvalSettings:
     n_windows: int | None = None  # windows cut from the validation split (default: records.MAX_WINDOWS)
     recovery: bool = False  # explain every rule neuron with the LLM (seed seeds[0] only)
     # recovery: best-of-k, as the explain job's explanations_per_node and calibrate windows (top and as
-    # many random ones that pick the best candidate); None: by simulator (pipeline.best_of_k_defaults)
+    # many random ones that pick the best candidate); None: by simulator (pipeline.best_of_k_sizes)
     explanations_per_rule: int | None = None
     calibrate_windows: int | None = None
 
@@ -70,9 +70,8 @@ class EvalSettings:
 
     def resolved(self, simulator_method: str) -> "EvalSettings":
         """These settings with best-of-k's unset sizes filled in for the simulator in use."""
-        k, calibrate = best_of_k_defaults(simulator_method)
-        return replace(self, explanations_per_rule=self.explanations_per_rule or k,
-                       calibrate_windows=self.calibrate_windows or calibrate)
+        k, calibrate = best_of_k_sizes(simulator_method, self.explanations_per_rule, self.calibrate_windows)
+        return replace(self, explanations_per_rule=k, calibrate_windows=calibrate)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from sparse_model.run import Run
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..scoring import mean_defined
 from ..llm import LLMClient
-from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, best_of_k_defaults, pick_windows, \
+from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, best_of_k_sizes, pick_windows, \
     simulate_and_score, token_lookup
 from ..records import DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
 from ..simulators import make_simulator
@@ -47,7 +47,7 @@ from .search import embeddings_for
 class ExplainSettings:
     """Everything that changes a job's results (besides the LLM and the prompts)."""
 
-    explanations_per_node: int | None = None  # best-of-k; None: by simulator (pipeline.best_of_k_defaults)
+    explanations_per_node: int | None = None  # best-of-k; None: by simulator (pipeline.best_of_k_sizes)
     simulator: str = "auto"
     window: int | None = None  # tokens per activation record; default 64, or the model's context if shorter
     explain_windows: int = 5  # top windows shown to the explainer
@@ -67,9 +67,8 @@ class ExplainSettings:
 
     def resolved(self, simulator_method: str) -> "ExplainSettings":
         """These settings with best-of-k's unset sizes filled in for the simulator in use."""
-        k, calibrate = best_of_k_defaults(simulator_method)
-        return replace(self, explanations_per_node=self.explanations_per_node or k,
-                       calibrate_windows=self.calibrate_windows or calibrate)
+        k, calibrate = best_of_k_sizes(simulator_method, self.explanations_per_node, self.calibrate_windows)
+        return replace(self, explanations_per_node=k, calibrate_windows=calibrate)
 
 
 @dataclass
