@@ -246,10 +246,13 @@ def test_local_prompt_scoring_reuses_the_context_without_changing_results(embedd
     (["--explanations-per-node", "0"], "--explanations-per-node"),
     (["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--node", "L0.mlp.neuron[0]"], "cannot reach"),
 ])
-def test_explain_bad_input_is_one_line(tmp_path, tiny_run, args, needle):
+def test_explain_bad_input_is_one_line(tmp_path, tiny_run, args, needle, monkeypatch):
+    models = tmp_path / "models"  # an empty model cache: a bad argument is refused before the 1 GB join
+    monkeypatch.setenv("CIRCUITS_MODEL_CACHE", str(models))
     code, _, err = _cli(tmp_path / "c.duckdb", "explain", str(tiny_run), *args)
     assert code == 1 and needle in err and "Traceback" not in err
     assert len(message_lines(err)) == 1
+    assert not models.exists() or not any(models.iterdir())
 
 
 # ---- the openai backend against a real OpenAI-compatible server ---------------------------------------

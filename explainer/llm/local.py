@@ -100,21 +100,33 @@ class LocalBackend(Backend):
         """model_path: None (DEFAULT_MODEL), a short name of `models.EMBEDDED`, SMOLLM2, or a GGUF file's path."""
         name = str(model_path or DEFAULT_MODEL)
         embedded = EMBEDDED.get(name)
+        self._path: Path | None = None
         if name == SMOLLM2:
-            self.path, self.model = smollm2_path(), "SmolLM2-135M-Instruct"
+            self._path, self.model = smollm2_path(), "SmolLM2-135M-Instruct"
+        elif embedded is None:
+            self._path = model_file(name)  # a file of the user's: checked now, a bad path is refused at once
+            self.model = self._path.stem
         else:
-            self.path = model_file(name)
-            self.model = embedded.display if embedded else self.path.stem
+            self.model = embedded.display  # joined from its parts on first use (`path`), not before
+        self._embedded = embedded
+        self.file_name = embedded.file_name if embedded else self._path.name
         # Which weights wrote an explanation: the file's hash is known for the shipped models.
         self.sha256 = embedded.sha256 if embedded else None
         self.n_threads = n_threads
+
+    @property
+    def path(self) -> Path:
+        """The GGUF file; a shipped model's parts are joined into the cache the first time it is needed."""
+        if self._path is None:
+            self._path = model_file(self._embedded.name)
+        return self._path
 
     @property
     def llm(self):
         return _load(str(self.path), self.n_threads)
 
     def settings(self) -> dict:
-        out = {"backend": self.name, "model": self.model, "file": self.path.name}
+        out = {"backend": self.name, "model": self.model, "file": self.file_name}
         return out | {"sha256": self.sha256} if self.sha256 else out
 
     # ---- chat ------------------------------------------------------------------------------
