@@ -48,7 +48,45 @@ def test_replies_are_cleaned(reply, expected):
     assert parse_explanation(reply, load_prompt("explain_marked")) == expected
 
 
-@pytest.mark.parametrize("reply", ["  ", "'ab'", "one particular token", "'0' (17), '1' (6), '2' (4)"])
+def test_a_bare_reply_that_is_a_marked_token_names_it():
+    prompt = load_prompt("explain_marked")
+    assert parse_explanation("None", prompt, marked={"None", "=="}) == "the token None"
+    assert parse_explanation("`return`.", prompt, marked={"return"}) == "the token return"
+    assert parse_explanation("strings", prompt, marked={"'"}) == "strings"
+
+
+@pytest.mark.parametrize("reply", ["  ", "'ab'", "one particular token", "'0' (17), '1' (6), '2' (4)",
+                                   "None", "Nothing.", "N/A", "nothing in common"])
 def test_useless_replies_are_refused(reply):
     with pytest.raises(LLMOutputError):
         parse_explanation(reply, load_prompt("explain_marked"))
+
+
+class RecordingFakeClient:
+    """Not an LLM: answers every chat with a fixed phrase and keeps the requests, to check which
+    view wrote which candidate."""
+    capabilities = frozenset()
+
+    def __init__(self):
+        self.requests = []
+
+    async def chat(self, request):
+        from explainer.llm import ChatResult
+        self.requests.append(request)
+        return ChatResult(text="quote characters")
+
+
+def test_several_views_take_turns_and_are_written_view_by_view():
+    import asyncio
+
+    from explainer.explain import Explainer
+
+    client = RecordingFakeClient()
+    explainer = Explainer(client, prompt_name="explain_marked+explain_marked_seen")
+    assert explainer.version.startswith("explain_marked-") and "+explain_marked_seen-" in explainer.version
+    assert explainer.order(5) == [0, 2, 4, 1, 3]  # view 0's candidates first, then view 1's
+    for i in explainer.order(5):
+        assert asyncio.run(explainer.candidate(RECORDS, i)).text == "quote characters"
+    users = [r.messages[1][1] for r in client.requests]
+    assert all("marked 3 of" not in u for u in users[:3]) and all("marked 3 of" in u for u in users[3:])
+    assert [r.temperature for r in client.requests] == [0.0, 1.0, 1.0, 0.0, 1.0]  # each view's first is greedy
