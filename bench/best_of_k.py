@@ -46,14 +46,15 @@ async def run_rule(rule, data, simulator, explainer, s: EvalSettings, K: int, se
     windows = pick_windows(splits, s.explain_windows, s.calibrate_windows, s.score_windows)
     correct = await simulate_and_score(simulator, rule.explanation, windows)
     lookup = token_lookup(windows)
-    cands, times = [], []
-    for i in range(K):
+    cands, times = {}, {}
+    for i in explainer.order(K):  # view by view, as the explain job writes them
         t0 = time.perf_counter()
         c = await explainer.candidate(windows.explain, i, seed=seed)
-        times.append(time.perf_counter() - t0)
+        times[i] = time.perf_counter() - t0
         sc = await simulate_and_score(simulator, c.text, windows) if c.text is not None else None
-        cands.append((c.text, sc))
-    return dict(correct=held_out_of(correct), lookup=held_out_of(lookup), cands=cands, times=times)
+        cands[i] = (c.text, sc)
+    return dict(correct=held_out_of(correct), lookup=held_out_of(lookup), cands=[cands[i] for i in range(K)],
+                times=[times[i] for i in range(K)])
 
 
 def best_of(cands, k: int) -> tuple[str | None, float]:
@@ -76,6 +77,7 @@ def main() -> None:
     ap.add_argument("--calibrate-windows", type=int, default=None,
                     help="top and as many random windows that pick the best candidate (default: the embedding "
                          "simulator's, see pipeline.best_of_k_sizes)")
+    ap.add_argument("--facts-version", type=int, default=None, help="the embedding simulator's facts version (default: its default)")
     ap.add_argument("--detail", action="store_true")
     args = ap.parse_args()
     ks = [k for k in map(int, args.ks.split(",")) if k <= args.K]
@@ -83,7 +85,7 @@ def main() -> None:
     rules = [RULES[n] for n in names]
     data = SuiteData.from_run(args.run)
     s = EvalSettings(calibrate_windows=args.calibrate_windows).resolved(EMBEDDING)
-    simulator = EmbeddingSimulator()
+    simulator = EmbeddingSimulator() if args.facts_version is None else EmbeddingSimulator(facts_version=args.facts_version)
     explainer = Explainer(make_client("local", model=args.model), prompt_name=args.prompt)
     results = {}
     for n, rule in enumerate(rules, 1):
@@ -100,7 +102,7 @@ def main() -> None:
                 print(f"    {i:2d} cal {cal if cal is None else round(cal, 2)} held-out "
                       f"{None if sc is None else round(held_out_of(sc), 2)} {text!r}")
     families = sorted({f for f, _ in results.values()})
-    print(f"\n{args.model}, {args.prompt}, {args.rule_set} rules, seed {args.seed}, K {args.K}, "
+    print(f"\n{args.model}, {args.prompt}, {simulator.version}, {args.rule_set} rules, seed {args.seed}, K {args.K}, "
           f"{s.calibrate_windows} + {s.calibrate_windows} calibrate windows "
           f"(mean held-out score; best of the first k candidates by calibrate correlation)")
     print("| family | rules | correct | token lookup | " + " | ".join(f"k={k}" for k in ks) + " | oracle | "
@@ -117,7 +119,8 @@ def main() -> None:
     times = [t for _, r in results.values() for t in r["times"]]
     first = [r["times"][0] for _, r in results.values()]
     print(f"\nseconds: first candidate {np.mean(first):.2f}, each later one "
-          f"{np.mean([t for _, r in results.values() for t in r['times'][1:]]):.2f} (all {sum(times):.0f} s)")
+          f"{np.mean([t for _, r in results.values() for t in r['times'][1:]]):.2f}; per rule "
+          f"{sum(times) / len(results):.1f} (all {sum(times):.0f} s)")
 
 
 if __name__ == "__main__":

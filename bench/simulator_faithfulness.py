@@ -48,6 +48,7 @@ def _llm(model: str, prompt_name: str = "simulate"):
 
 CANDIDATES = {
     "embedding": _emb(),  # the default: facts v4
+    "embedding_v5": _emb(facts_version=5),
     "embedding_v3": _emb(facts_version=3),
     "embedding_v2": _emb(facts_version=2),
     "embedding_v1": _emb(facts_version=1),
@@ -84,7 +85,7 @@ def simulate_seconds(data: SuiteData, make, repeats: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", required=True, help="a trained run folder (its validation tokens are the text)")
-    ap.add_argument("--only", default="embedding,embedding_v3,embedding_v2", help="comma-separated: " + ", ".join(CANDIDATES))
+    ap.add_argument("--only", default="embedding,embedding_v5,embedding_v3", help="comma-separated: " + ", ".join(CANDIDATES))
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--rules", default=None, help="comma-separated rule names, or 'held_out' (default all)")
     ap.add_argument("--window", type=int, default=64, help="tokens per window (LLM simulators: 32 fits in minutes)")

@@ -175,17 +175,16 @@ class BestOfK:
 
 async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows, k: int, seed: int = 0,
                     attribute: Callable[[int], ContextManager] | None = None) -> BestOfK:
-    """Best-of-k: candidate i (0 greedy, then sampled) from the explain windows, simulated on the
+    """Best-of-k: candidate i (see `Explainer.candidate`) from the explain windows, simulated on the
     calibrate split; the best by calibrate correlation (ties: the earlier one; without calibrate
     windows, the first usable one) is simulated on the score split too. `attribute(i)`: a context
     in which candidate i's LLM requests are made (the explain job uses it for its accounting)."""
     ctx = attribute or (lambda i: contextlib.nullcontext())
-    candidates: list[Candidate] = []
+    written: dict[int, Candidate] = {}
     scored: dict[int, ScoredExplanation] = {}
-    for i in range(k):
+    for i in explainer.order(k):
         with ctx(i):
-            cand = await explainer.candidate(windows.explain, i, seed=seed)
-            candidates.append(cand)
+            cand = written[i] = await explainer.candidate(windows.explain, i, seed=seed)
             if cand.text is None:
                 continue
             cal = await simulate_split(simulator, cand.text, windows.calibrate)
@@ -196,6 +195,7 @@ async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows
         v = found.correlation if found is not None else None
         return (float("-inf") if v is None else v, -i)
 
+    candidates = [written[i] for i in range(k)]
     chosen = max(scored, key=key) if scored else None
     if chosen is not None:
         with ctx(chosen):

@@ -24,8 +24,8 @@ from explainer.store import Store
 
 # Where `$CIRCUITS_KILL_AT` (sparse_model/failpoints.py) makes the demo SIGKILL itself: in the order the demo
 # reaches them, each in the middle of its stage. The same signal as `kill -9`, at a point known to be mid-stage.
-KILLS = ["train.step:20", "tasks.task:3", "prune.step:10", "join.chunk:3", "records.node:1", "explain.node:1",
-         "report.write:1"]
+KILLS = ["train.step:20", "tasks.task:3", "prune.step:10", "records.node:1", "join.chunk:3", "explain.node:1",
+         "report.write:1"]  # the model parts are joined when the explainer first needs them
 # Per-run bookkeeping, not results: which job asked what, and when.
 SKIP_TABLES = {"jobs", "llm_requests", "schema_version"}
 SKIP_COLUMNS = {"seconds", "job_id", "created_at", "started_at", "finished_at", "updated_at"}

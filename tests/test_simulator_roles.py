@@ -68,11 +68,15 @@ def test_a_name_cut_into_pieces_is_one_name():
                                                        (5, "append")]),
     ("parameter names in a function's signature.", [(0, "self"), (0, "item"), (0, "force")]),
     ("the loop variable of a for loop.", [(4, "i"), (4, "part")]),
+    # facts v5 (an option): "the token if" is the keyword if, not the token after it (v4 fails this case)
+    ("the token raise", [(3, "raise")]),
+    ("the token if", [(2, "if")]),
 ])
 def test_the_simulator_predicts_higher_on_the_tokens_its_explanation_names(explanation, named):
     from explainer.simulators.embedding import EmbeddingSimulator
 
-    sims = asyncio.run(EmbeddingSimulator().simulate_windows(explanation, [TOKENS]))
+    version = 5 if explanation.startswith("the token") else 4  # the "the token X" paraphrase is facts v5
+    sims = asyncio.run(EmbeddingSimulator(facts_version=version).simulate_windows(explanation, [TOKENS]))
     pred = np.array(sims[0].predicted)
     lines = WINDOW.split("\n")
     line_at = np.cumsum([0] + [len(x) + 1 for x in lines])
@@ -82,5 +86,5 @@ def test_the_simulator_predicts_higher_on_the_tokens_its_explanation_names(expla
         spans.append((line_at[line] + m.start(), line_at[line] + m.end()))
     pos = np.cumsum([0] + [len(t) for t in TOKENS])[:-1]
     lead = np.array([len(t) - len(t.lstrip()) for t in TOKENS])
-    on = np.array([any(a <= p + k < b for a, b in spans) for p, k in zip(pos, lead)])
+    on = np.array([t.strip() != "" and any(a <= p + k < b for a, b in spans) for t, p, k in zip(TOKENS, pos, lead)])
     assert on.sum() >= len(named) and pred[on].min() > pred[~on].mean() * 3
