@@ -29,6 +29,7 @@ from explainer.ground_truth import HELD_OUT, RULES, TRAINING  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
 from explainer.pipeline import pick_windows, simulate_and_score, token_lookup  # noqa: E402
 from explainer.simulators import EMBEDDING, EmbeddingSimulator  # noqa: E402
+from explainer.simulators.embedding import DEFAULT_FACTS_VERSION  # noqa: E402
 from explainer.suite import EvalSettings, SuiteData, rule_records  # noqa: E402
 
 
@@ -77,7 +78,7 @@ def main() -> None:
     ap.add_argument("--calibrate-windows", type=int, default=None,
                     help="top and as many random windows that pick the best candidate (default: the embedding "
                          "simulator's, see pipeline.best_of_k_sizes)")
-    ap.add_argument("--facts-version", type=int, default=None, help="the embedding simulator's facts version (default: its default)")
+    ap.add_argument("--facts-version", type=int, default=DEFAULT_FACTS_VERSION, help="the embedding simulator's facts version")
     ap.add_argument("--detail", action="store_true")
     args = ap.parse_args()
     ks = [k for k in map(int, args.ks.split(",")) if k <= args.K]
@@ -85,7 +86,7 @@ def main() -> None:
     rules = [RULES[n] for n in names]
     data = SuiteData.from_run(args.run)
     s = EvalSettings(calibrate_windows=args.calibrate_windows).resolved(EMBEDDING)
-    simulator = EmbeddingSimulator() if args.facts_version is None else EmbeddingSimulator(facts_version=args.facts_version)
+    simulator = EmbeddingSimulator(facts_version=args.facts_version)
     explainer = Explainer(make_client("local", model=args.model), prompt_name=args.prompt)
     results = {}
     for n, rule in enumerate(rules, 1):

@@ -20,11 +20,11 @@ Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay compara
   first windows a simulation costs one embedding of the explanation and a dot product.
   Since facts version 3 a name is the whole identifier however many BPE pieces it is cut into,
   and each token also gets role facts (`roles.role_facts`: "the name of a function being
-  called", "a parameter name in a function signature", "text of a docstring", ...); version 4 (the default)
-  adds generic slot facts ("part of a return statement", "after the keyword in in
+  called", "a parameter name in a function signature", "text of a docstring", ...); version 4
+  (the default) adds generic slot facts ("part of a return statement", "after the keyword in in
   its statement", "inside the parentheses of a call to open", "after the = sign"), and version 5
-  (an option, measured in docs/method.md) lets what a token is read "the token X" too ("the keyword return" or "the token
-  return").
+  (an option, measured in docs/method.md) lets what a token is read "the token X" too ("the
+  keyword return" or "the token return").
 - "context": the crude first try: cos(explanation, the token written in its
   context, three tokens each side, the token bracketed).
 
@@ -75,7 +75,6 @@ _OPERATORS = {
     "**": "the power operator **", "//": "the floor division operator //", "->": "the return annotation arrow ->",
     ":=": "the walrus operator :=", "*=": "the augmented assignment *=", "|=": "the augmented assignment |=",
 }
-_SYMBOL_OF = {fact: sym for sym, fact in {**_SYMBOLS, **_OPERATORS}.items()}
 # Fact wording, by version (the version is part of the simulator's version, so results never mix).
 # Version 2 (tuned on the training rules): a fact may have paraphrases, its similarity to an
 # explanation is the best of them; and the last token of each line is a fact of its own (else
@@ -98,6 +97,7 @@ _PARAPHRASES = {
     "text inside a string literal": ("text inside a string literal", "string literal text between the quotes"),
 }
 _IDENTITY_PREFIXES = ("the keyword ", "the constant ", "the number ", "the name ")
+_SYMBOL_OF = {fact: sym for sym, fact in {**_SYMBOLS, **_OPERATORS}.items()}
 
 
 def _identity_token(fact: str) -> str | None:
