@@ -5,7 +5,7 @@ every k <= K is read off the same candidates (the first k, the best by calibrate
 the columns compare side by side. "oracle" is the best candidate by its score-window correlation:
 what a perfect selector would reach, an upper bound and not a result.
 
-    python bench/best_of_k.py --run runs/tiny [--model qwen2.5-coder-1.5b] [--prompt explain_marked_seen]
+    python bench/best_of_k.py --run runs/tiny [--model qwen2.5-coder-1.5b] [--prompt explain_marked_facts]
         [--rule-set training|held_out] [--K 16] [--ks 1,3,8,16] [--calibrate-windows 5]
         [--seed 0] [--detail]
 
@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explainer.explain import Explainer  # noqa: E402
+from explainer.explain import DEFAULT_PROMPT, Explainer  # noqa: E402
 from explainer.ground_truth import HELD_OUT, RULES, TRAINING  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
 from explainer.pipeline import pick_windows, simulate_and_score, token_lookup  # noqa: E402
@@ -70,7 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
     ap.add_argument("--model", default="qwen2.5-coder-1.5b")
-    ap.add_argument("--prompt", default="explain_marked_seen")
+    ap.add_argument("--prompt", default=DEFAULT_PROMPT)
     ap.add_argument("--rule-set", choices=["training", "held_out"], default="training")
     ap.add_argument("--K", type=int, default=16)
     ap.add_argument("--ks", default="1,2,3,4,8,12,16,24,32")

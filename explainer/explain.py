@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from .llm import PREFILL, LLMClient, LLMOutputError, LLMRequestError, is_fatal
 from .prompts import Prompt, explain_request, load_prompt, marked_counts, parse_explanation
 
-DEFAULT_PROMPT = "explain_marked_seen"  # chosen by measurement on the training rules: README, "Explainer recovery"
+DEFAULT_PROMPT = "explain_marked_facts"  # chosen by measurement on the training rules: README, "Best of k"
 CANDIDATE_TEMPERATURE = 1.0  # candidates after the first are sampled, for diversity; the first is greedy
 
 

@@ -79,6 +79,10 @@ class PromptFile(BaseModel):
     # Also count the tokens right before each marked run ("Right before a marked token: 'return' (6)"),
     # so a neuron about a position (the token after X) can be told from one about a token.
     before_counts: bool = False
+    # Also list the lexer's descriptions (the embedding simulator's facts) that fit the marked tokens
+    # best, each with how many marked tokens it fits and how many tokens it fits at all, so a neuron
+    # about a position or a role can be told from one about a token.
+    fact_counts: Annotated[int, Field(ge=0)] = 0
     # Style examples in the system message are not answers: a reply equal to one is refused.
     style_examples: list[StrictStr] = []
 
@@ -201,6 +205,25 @@ def seen_counts(records: Sequence[Any]) -> Counter:
     return Counter(_count_key(t) for r in records for t in _tokens_acts(r)[0])
 
 
+def fact_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int, int]]:
+    """The lexer's descriptions of tokens (`simulators.embedding.token_facts`) that fit the marked
+    tokens, as (fact, marked tokens it fits, tokens it fits), best first: by the F1 of the fact
+    taken as a predictor of "marked" (2 * fits marked / (marked + fits)). A fact repeated on one
+    token (nesting depth) counts once; whitespace is left out."""
+    from .simulators.embedding import token_facts
+
+    marked_n, on_marked, on_any = 0, Counter(), Counter()
+    for tokens, values in _scaled(records):
+        for facts, v in zip(token_facts(tokens), values):
+            kinds = set(facts) - {"whitespace"}
+            on_any.update(kinds)
+            if v >= threshold:
+                marked_n += 1
+                on_marked.update(kinds)
+    ranked = sorted(on_marked, key=lambda f: (-2 * on_marked[f] / (marked_n + on_any[f]), f))
+    return [(f, on_marked[f], on_any[f]) for f in ranked]
+
+
 def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
                    seed: int | None = None) -> ChatRequest:
     """Zero-shot chat for small code models: the excerpts as code with the active tokens marked,
@@ -220,6 +243,11 @@ def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temper
         before = before_counts(records, threshold)[:int(prompt["top_tokens"])]
         summary += "\nRight before a marked token: " + ", ".join(
             f"{t if t.startswith('(') else repr(show_token(t))} ({n})" for t, n in before)
+    if prompt["fact_counts"] and counts:
+        n_marked = sum(n for _, n in marked_counts(records, threshold))
+        summary += "\nDescriptions that fit the marked tokens: " + "; ".join(
+            f"{f} ({m} of {n_marked} marked tokens, {n} tokens in all)"
+            for f, m, n in fact_counts(records, threshold)[:int(prompt["fact_counts"])])
     user = "\n\n".join([*blocks, summary, prompt["instruction"]]).strip()
     prefix = prompt["prefix"] or ""
     return ChatRequest(messages=(("system", prompt["system"]), ("user", user)), max_tokens=int(prompt["max_tokens"]),

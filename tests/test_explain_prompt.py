@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from explainer.llm import LLMOutputError
-from explainer.prompts import explain_request, load_prompt, marked_counts, marked_text, parse_explanation
+from explainer.prompts import explain_request, fact_counts, load_prompt, marked_counts, marked_text, parse_explanation
 
 RECORDS = [
     {"tokens": ["x", " =", " '", "a", "'", "\n"], "activations": [0.0, 0.0, 9.0, 2.0, 8.0, 0.0]},
@@ -35,6 +35,27 @@ def test_the_marked_request_shows_code_markers_and_counts_and_no_worked_example(
     assert "Most often marked: \"'\" (3), \"')\" (1)" in user
     assert user.rstrip().endswith(prompt["instruction"])
     assert req.stop == ("\n",) and req.max_tokens == prompt["max_tokens"]
+
+
+RETURNS = [{"tokens": ["return", " x", "\n", "y", " =", " x", "\n", "return", " y", "\n"],
+            "activations": [0, 9, 0, 0, 0, 0, 0, 0, 8, 0]}]
+
+
+def test_lexer_descriptions_are_ranked_by_how_well_they_fit_the_marked_tokens():
+    # both marked tokens follow `return`; the name x also appears unmarked, in `y = x`
+    ranked = fact_counts(RETURNS, threshold=5)
+    assert ("the token right after the keyword return", 2, 2) in ranked[:2]
+    assert ranked.index(("the name x", 1, 2)) > ranked.index(("part of a return statement", 2, 4)) > 1
+    assert all(fact != "whitespace" for fact, _, _ in ranked)
+
+
+def test_the_facts_prompt_lists_the_best_fitting_descriptions_with_their_counts():
+    prompt = load_prompt("explain_marked_facts")
+    user = explain_request(prompt, RETURNS, prefill=False).messages[1][1]
+    line = next(x for x in user.splitlines() if x.startswith("Descriptions that fit the marked tokens: "))
+    assert "the token right after the keyword return (2 of 2 marked tokens, 2 tokens in all)" in line
+    assert line.count(" marked tokens, ") == prompt["fact_counts"]
+    assert "Descriptions" not in explain_request(load_prompt("explain_marked_seen"), RETURNS, prefill=False).messages[1][1]
 
 
 @pytest.mark.parametrize("reply, expected", [

@@ -35,7 +35,7 @@ def _fmt(stats: dict) -> tuple:
 @click.option("--prompt", "prompt_name", default=None,
               help="Simulation prompt file in prompts/ for the LLM simulators, e.g. simulate_contrastive.")
 @click.option("--explain-prompt", default=DEFAULT_EXPLAIN_PROMPT, show_default=True,
-              help="Explanation prompt file in prompts/ for explainer recovery: explain_marked, or explain (worked examples, for large models).")
+              help="Explanation prompt file in prompts/ for explainer recovery: explain_marked_facts, explain_marked_seen, or explain (worked examples, for large models).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
 @click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, smollm2-135m or a GGUF file.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL.")

@@ -44,7 +44,8 @@ _R = RetryPolicy()
 @click.option("--prompts", "prompts_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="A folder of prompt files (explain.json, simulate.json, simulate_text.json) to use instead of prompts/.")
 @click.option("--explain-prompt", default=DEFAULT_EXPLAIN_PROMPT, show_default=True,
-              help="Explanation prompt file in prompts/: explain_marked (zero-shot, marked tokens), or explain (worked examples, "
+              help="Explanation prompt file in prompts/: explain_marked_facts (zero-shot, marked tokens and the lexer's "
+                   "descriptions of them), explain_marked_seen (without the descriptions), or explain (worked examples, "
                    "for large models); several joined by + take turns writing the candidates.")
 @click.option("--no-shuffled", is_flag=True, help="Skip the shuffled-explanation control.")
 @click.option("--seed", type=int, default=0, show_default=True)
