@@ -25,6 +25,8 @@ Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay compara
   its statement", "inside the parentheses of a call to open", "after the = sign"), and version 5
   (an option, measured in docs/method.md) lets what a token is read "the token X" too ("the
   keyword return" or "the token return").
+  With `literal` (the default), a token the explanation names in backticks or quotes
+  (`simulators.literal`) also gets LITERAL_WEIGHT: the pieces of names that no fact describes.
 - "context": the crude first try: cos(explanation, the token written in its
   context, three tokens each side, the token bracketed).
 
@@ -62,7 +64,7 @@ DEFAULT_TAU = 0.05
 MAX_REPEAT = 5  # graded facts are repeated at most this many times
 CONTEXT = 3  # tokens each side for the "context" variant
 LITERAL_WEIGHT = 1.0  # a token the explanation names literally: as strong as one exactly matching fact
-DEFAULT_LITERAL = False
+DEFAULT_LITERAL = True  # chosen on the training rules (README, "Literal tokens")
 
 _SYMBOLS = {
     "(": "an opening parenthesis (", ")": "a closing parenthesis )", "[": "an opening square bracket [",
