@@ -55,13 +55,13 @@ async def run_rule(rule, data, simulators: dict, explainer, s: EvalSettings, K: 
         t0 = time.perf_counter()
         texts[i] = (await explainer.candidate(windows.explain, i, seed=seed)).text
         times[i] = time.perf_counter() - t0
-    out = {}
+    lookup, out = held_out_of(token_lookup(windows)), {}
     for name, simulator in simulators.items():
         correct = await simulate_and_score(simulator, rule.explanation, windows)
         fact = await fact_lookup(simulator, windows)
         cands = [(texts[i], await simulate_and_score(simulator, texts[i], windows) if texts[i] is not None else None)
                  for i in range(K)]
-        out[name] = dict(correct=held_out_of(correct), lookup=held_out_of(token_lookup(windows)),
+        out[name] = dict(correct=held_out_of(correct), lookup=lookup,
                          fact=0.0 if fact is None else held_out_of(fact), fact_text=fact and fact.text, cands=cands,
                          times=[times[i] for i in range(K)])
     return out
@@ -146,6 +146,7 @@ def main() -> None:
     later = [t for _, r in results.values() for t in r["times"][1:]]
     print(f"\nseconds: first candidate {np.mean(first):.2f}, each later one "
           f"{np.mean(later) if later else float('nan'):.2f}; per rule {sum(times) / len(results):.1f} (all {sum(times):.0f} s)")
+
 
 if __name__ == "__main__":
     main()

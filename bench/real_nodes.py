@@ -32,7 +32,8 @@ from explainer.jobs.circuits import prune_job  # noqa: E402
 from explainer.jobs.explain import ExplainSettings, explain_job  # noqa: E402
 from explainer.jobs.rows import records_by_split  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
-from explainer.pipeline import CALIBRATE, fact_lookup, pick_windows, simulate_and_score  # noqa: E402
+from explainer.pipeline import (CALIBRATE, fact_lookup, pick_windows, score_simulations, simulate_and_score,  # noqa: E402
+                                simulate_split)
 from explainer.simulators import EmbeddingSimulator, make_simulator  # noqa: E402
 from explainer.store import Store  # noqa: E402
 from sparse_model.prune import PruneSettings  # noqa: E402
@@ -49,14 +50,14 @@ async def rescore(store: Store, ids: list[str], windows: dict, simulator) -> dic
     llm, shuffled, fact = [], [], []
     for nid in ids:
         w = windows[nid]
-        best = (float("-inf"), None)
+        best = (float("-inf"), None, None)  # as pipeline.best_of_k: calibrate windows pick, ties the earlier
         for row in store.explanations(node_id=nid, kind="llm"):
             if row["text"] is not None and row["failure"] is None:
-                found = await simulate_and_score(simulator, row["text"], w)
-                cal = found.scores[CALIBRATE].correlation if CALIBRATE in found.scores else None
+                sims = await simulate_split(simulator, row["text"], w.calibrate)
+                cal = score_simulations(row["text"], w, {CALIBRATE: sims}).scores[CALIBRATE].correlation
                 if cal is not None and cal > best[0]:
-                    best = (cal, found)
-        llm.append(score_of(best[1]))
+                    best = (cal, row["text"], sims)
+        llm.append(score_of(await simulate_and_score(simulator, best[1], w, best[2])) if best[1] else 0.0)
         rows = store.explanations(node_id=nid, kind="shuffled")
         shuffled.append(score_of(await simulate_and_score(simulator, rows[0]["text"], w)) if rows else 0.0)
         fact.append(score_of(await fact_lookup(simulator, w)))
