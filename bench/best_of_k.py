@@ -51,10 +51,10 @@ async def run_rule(rule, data, simulators: dict, explainer, s: EvalSettings, K: 
     splits = rule_records(data, rule, s.window, seed, s.n_windows)
     windows = pick_windows(splits, s.explain_windows, s.calibrate_windows, s.score_windows)
     texts, times = {}, {}
-    for i in explainer.order(K):  # view by view, as the explain job writes them
+    for batch in explainer.batches(K):  # as the explain job writes them; a batch's time is shared out
         t0 = time.perf_counter()
-        texts[i] = (await explainer.candidate(windows.explain, i, seed=seed)).text
-        times[i] = time.perf_counter() - t0
+        for i, cand in zip(batch, await explainer.candidates(windows.explain, batch, seed=seed)):
+            texts[i], times[i] = cand.text, (time.perf_counter() - t0) / len(batch)
     lookup, out = held_out_of(token_lookup(windows)), {}
     for name, simulator in simulators.items():
         correct = await simulate_and_score(simulator, rule.explanation, windows)

@@ -5,10 +5,10 @@ the calibrate split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-from .llm import PREFILL, LLMClient, LLMOutputError, LLMRequestError, is_fatal
+from .llm import PREFILL, SAMPLES, LLMClient, LLMOutputError, LLMRequestError, is_fatal
 from .prompts import Prompt, explain_request, load_prompt, marked_counts, parse_explanation
 
 DEFAULT_PROMPT = "explain_marked_facts"  # chosen by measurement on the training rules: README, "Best of k"
@@ -37,28 +37,57 @@ class Explainer:
     async def candidate(self, records: Sequence[Any], i: int = 0, seed: int = 0) -> Candidate:
         """Candidate i of the explanations of the node whose `records` (top windows) are shown, from
         view i % n: each view's first candidate is greedy, later ones are sampled (seed + i)."""
-        prompt = self.views[i % len(self.views)]
-        temperature = 0.0 if i < len(self.views) else CANDIDATE_TEMPERATURE
+        return (await self.candidates(records, [i], seed))[0]
+
+    async def candidates(self, records: Sequence[Any], batch: Sequence[int], seed: int = 0) -> list[Candidate]:
+        """The candidates numbered `batch`, one of `batches`: all from one view, and either one
+        greedy candidate or sampled ones. Several sampled candidates are one request for n replies
+        (seed + batch[0]) when the backend can sample side by side (SAMPLES), else one request each."""
+        prompt = self.views[batch[0] % len(self.views)]
+        temperature = 0.0 if batch[0] < len(self.views) else CANDIDATE_TEMPERATURE
         request = explain_request(prompt, records, prefill=PREFILL in self.client.capabilities,
-                                  temperature=temperature, seed=seed + i)
+                                  temperature=temperature, seed=seed + batch[0])
+        if len(batch) > 1:
+            request = replace(request, n=len(batch))
         try:
             result = await self.client.chat(request)
         except (LLMOutputError, LLMRequestError) as e:
             if is_fatal(e):
                 raise
-            return Candidate(None, failure=str(e))
+            return [Candidate(None, failure=str(e)) for _ in batch]
+        marked = {t for t, _ in marked_counts(records, int(prompt["threshold"]))} if prompt["format"] == "marked" else set()
+        return [self._parsed(text, prompt, marked) for text in (result.choices or [result.text])]
+
+    @staticmethod
+    def _parsed(text: str, prompt: Prompt, marked: set[str]) -> Candidate:
         try:
-            marked = {t for t, _ in marked_counts(records, int(prompt["threshold"]))} if prompt["format"] == "marked" else set()
-            return Candidate(parse_explanation(result.text, prompt, marked))
+            return Candidate(parse_explanation(text, prompt, marked))
         except LLMOutputError as e:
-            return Candidate(None, failure=str(e), raw_text=result.text)
+            return Candidate(None, failure=str(e), raw_text=text)
+
+    def batches(self, k: int) -> list[list[int]]:
+        """Candidates 0..k-1 in the order they are written, grouped by request: view by view (so an
+        in-process model keeps one view's prompt in its context for all of that view's candidates),
+        the view's greedy candidate alone, then its sampled ones, together when the backend has
+        SAMPLES and one by one otherwise."""
+        n = len(self.views)
+        out: list[list[int]] = []
+        for view in range(min(n, k)):
+            sampled = list(range(view + n, k, n))
+            out.append([view])
+            if SAMPLES in self.client.capabilities:
+                out += [sampled] if sampled else []
+            else:
+                out += [[i] for i in sampled]
+        return out
 
     def order(self, k: int) -> list[int]:
-        """The order in which to write candidates 0..k-1: view by view, so that an in-process model
-        keeps one view's prompt in its context for all of that view's candidates."""
-        return sorted(range(k), key=lambda i: (i % len(self.views), i))
+        """The order in which candidates 0..k-1 are written (`batches`, flattened)."""
+        return [i for batch in self.batches(k) for i in batch]
 
     async def explain(self, records: Sequence[Any], k: int = 1, seed: int = 0) -> list[Candidate]:
-        """k candidate explanations (see `candidate`), written in `order`, returned by candidate number."""
-        out = {i: await self.candidate(records, i, seed) for i in self.order(k)}
+        """k candidate explanations (see `candidates`), written in `batches`, returned by candidate number."""
+        out: dict[int, Candidate] = {}
+        for batch in self.batches(k):
+            out.update(zip(batch, await self.candidates(records, batch, seed)))
         return [out[i] for i in range(k)]

@@ -184,20 +184,22 @@ class BestOfK:
 
 async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows, k: int, seed: int = 0,
                     attribute: Callable[[int], ContextManager] | None = None) -> BestOfK:
-    """Best-of-k: candidate i (see `Explainer.candidate`) from the explain windows, simulated on the
+    """Best-of-k: candidate i (see `Explainer.candidates`) from the explain windows, simulated on the
     calibrate split; the best by calibrate correlation (ties: the earlier one; without calibrate
     windows, the first usable one) is simulated on the score split too. `attribute(i)`: a context
     in which candidate i's LLM requests are made (the explain job uses it for its accounting)."""
     ctx = attribute or (lambda i: contextlib.nullcontext())
     written: dict[int, Candidate] = {}
     scored: dict[int, ScoredExplanation] = {}
-    for i in explainer.order(k):
-        with ctx(i):
-            cand = written[i] = await explainer.candidate(windows.explain, i, seed=seed)
-            if cand.text is None:
+    for batch in explainer.batches(k):
+        with ctx(batch[0]):  # a request for several candidates is counted with the first of them
+            written.update(zip(batch, await explainer.candidates(windows.explain, batch, seed=seed)))
+        for i in batch:
+            if written[i].text is None:
                 continue
-            cal = await simulate_split(simulator, cand.text, windows.calibrate)
-        scored[i] = score_simulations(cand.text, windows, {CALIBRATE: cal} if windows.calibrate else {})
+            with ctx(i):
+                cal = await simulate_split(simulator, written[i].text, windows.calibrate)
+            scored[i] = score_simulations(written[i].text, windows, {CALIBRATE: cal} if windows.calibrate else {})
 
     def key(i: int) -> tuple[float, int]:
         found = scored[i].scores.get(CALIBRATE)

@@ -118,6 +118,37 @@ def test_several_views_take_turns_and_are_written_view_by_view():
     assert [r.temperature for r in client.requests] == [0.0, 1.0, 1.0, 0.0, 1.0]  # each view's first is greedy
 
 
+class SamplingFakeClient:
+    """Not an LLM: a backend with SAMPLES that answers a request for n replies with n numbered
+    phrases, to check how candidates are grouped into requests and numbered."""
+    from explainer.llm import SAMPLES
+    capabilities = frozenset({SAMPLES})
+
+    def __init__(self):
+        self.requests = []
+
+    async def chat(self, request):
+        from explainer.llm import ChatResult
+        self.requests.append(request)
+        texts = [f"quote characters {len(self.requests)}.{j}" for j in range(request.n)]
+        return ChatResult(text=texts[0], choices=texts if request.n > 1 else None)
+
+
+def test_sampled_candidates_are_one_request_per_view():
+    import asyncio
+
+    from explainer.explain import Explainer
+
+    client = SamplingFakeClient()
+    explainer = Explainer(client, prompt_name="explain_marked+explain_marked_seen")
+    assert explainer.batches(7) == [[0], [2, 4, 6], [1], [3, 5]]  # per view: greedy alone, then its samples
+    texts = [c.text for c in asyncio.run(explainer.explain(RECORDS, k=7, seed=10))]
+    assert texts == ["quote characters 1.0", "quote characters 3.0", "quote characters 2.0", "quote characters 4.0",
+                     "quote characters 2.1", "quote characters 4.1", "quote characters 2.2"]
+    assert [(r.n, r.temperature, r.seed) for r in client.requests] == [(1, 0.0, 10), (3, 1.0, 12), (1, 0.0, 11),
+                                                                        (2, 1.0, 13)]
+
+
 SNIPPETS = ["def f(x):\n    return x + 1\n", "if ok:\n    return None\ny = g(x)\n", "def h(a, b):\n    c = a\n    return b\n",
             "while n:\n    n -= 1\nreturn n\n", "def k():\n    return k\n", "return self.value\nx = 2\n"]
 

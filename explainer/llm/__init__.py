@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from sparse_model.errors import UserError
 
-from .client import (CHAT, TOKEN_LOGPROBS, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMClient,
+from .client import (CHAT, TOKEN_LOGPROBS, PREFILL, PROMPT_LOGPROBS, SAMPLES, Backend, ChatRequest, ChatResult, LLMClient,
                      LLMError, LLMOutputError, LLMRequestError, PromptLogprobsRequest, PromptLogprobsResult,
                      RetryPolicy, Usage, is_fatal)
 from .local import LocalBackend
 from .openai_compat import OpenAIBackend
 
-__all__ = ["CHAT", "TOKEN_LOGPROBS", "PREFILL", "PROMPT_LOGPROBS", "Backend", "ChatRequest", "ChatResult", "LLMClient",
+__all__ = ["CHAT", "TOKEN_LOGPROBS", "PREFILL", "PROMPT_LOGPROBS", "SAMPLES", "Backend", "ChatRequest", "ChatResult", "LLMClient",
            "LLMError", "LLMOutputError", "LLMRequestError", "LocalBackend", "OpenAIBackend", "PromptLogprobsRequest",
            "PromptLogprobsResult", "RetryPolicy", "Usage", "is_fatal", "make_client"]
 

