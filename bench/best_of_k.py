@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from explainer.explain import DEFAULT_PROMPT, Explainer  # noqa: E402
 from explainer.ground_truth import HELD_OUT, RULES, TRAINING  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
+from explainer.llm.local import DEFAULT_MODEL  # noqa: E402
 from explainer.pipeline import fact_lookup, pick_windows, simulate_and_score, token_lookup  # noqa: E402
 from explainer.simulators import EMBEDDING, EmbeddingSimulator  # noqa: E402
 from explainer.simulators.embedding import DEFAULT_FACTS_VERSION, DEFAULT_LITERAL  # noqa: E402
@@ -97,7 +98,7 @@ def table(results: dict, version: str, args, s: EvalSettings, ks: list[int]) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", required=True)
-    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--prompt", default=DEFAULT_PROMPT)
     ap.add_argument("--rule-set", choices=["training", "held_out"], default="training")
     ap.add_argument("--K", type=int, default=16)

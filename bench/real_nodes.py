@@ -32,6 +32,7 @@ from explainer.jobs.circuits import prune_job  # noqa: E402
 from explainer.jobs.explain import ExplainSettings, explain_job  # noqa: E402
 from explainer.jobs.rows import records_by_split  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
+from explainer.llm.local import DEFAULT_MODEL  # noqa: E402
 from explainer.pipeline import (CALIBRATE, fact_lookup, pick_windows, score_simulations, simulate_and_score,  # noqa: E402
                                 simulate_split)
 from explainer.simulators import EmbeddingSimulator, make_simulator  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
     ap.add_argument("--target-loss", type=float, default=0.15)
     ap.add_argument("--nodes", type=int, default=40, help="the circuit's highest-ranked nodes to explain")
     ap.add_argument("--prompts", default=f"{DEFAULT_PROMPT},explain_marked_seen")
-    ap.add_argument("--model", default="qwen2.5-coder-1.5b")
+    ap.add_argument("--model", default=DEFAULT_MODEL)
     ap.add_argument("--K", type=int, default=32)
     ap.add_argument("--calibrate-windows", type=int, default=10)
     ap.add_argument("--window", type=int, default=32)
