@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from importlib import resources
 from dataclasses import dataclass
 from functools import lru_cache
@@ -286,6 +287,11 @@ NO_ANSWER = {"none", "nothing", "n/a", "na", "unknown", "no", "not sure", "nothi
              "none of the above", "no common pattern", "there is no common pattern", "i dont know"}
 
 
+# The counts the marked prompts print after a token or a description, which small models copy into
+# their reply: "(marked 9 of 9 times)", "(5 of 6 marked tokens, 5 tokens in all)", or cut off "(marked".
+COPIED_COUNT = re.compile(r"\s*\((?:marked\s*)?(?:\d+\s+of\s+\d+[^)]*)?(?:\)|$)")
+
+
 def parse_explanation(text: str, prompt: Prompt, marked: Collection[str] = ()) -> str:
     """The explanation phrase from a reply: the prefix removed if repeated, first line only, the
     marker syntax and wrapping quotes removed. `marked`: the tokens marked in the prompt (stripped);
@@ -296,6 +302,7 @@ def parse_explanation(text: str, prompt: Prompt, marked: Collection[str] = ()) -
         out = out[len(prefix):].strip()
     out = out.splitlines()[0].strip() if out else ""
     out = out.replace(MARK_OPEN, "").replace(MARK_CLOSE, "").strip().strip('"').strip()
+    out = COPIED_COUNT.sub("", out).strip(" ,;")
     for lead in prompt["strip_leads"]:
         if out.lower().startswith(lead.lower()):
             out = out[len(lead):].strip(" :")

@@ -69,6 +69,12 @@ def test_the_facts_prompt_lists_the_best_fitting_descriptions_with_their_counts(
     ("  <<import>> statements\nmore text", "import statements"),
     ("The neuron fires on the keyword `if`.", "the keyword `if`."),
     ("<<=>>", "the token ="),  # a code model often answers with the token itself
+    # Recorded replies of Qwen2.5-Coder-0.5B that copied the prompt's counts (training rules, best of 32)
+    ("the token right after the keyword return (5 of 6 marked tokens, 5 tokens in all)",
+     "the token right after the keyword return"),
+    ("'St' (marked 1 of 1 times), 'fin' (marked", "'St', 'fin'"),
+    ("Return (5 of 6 marked tokens)", "Return"),
+    ("calls such as f(x) (in 3 of 4 lines)", "calls such as f(x) (in 3 of 4 lines)"),  # not the prompt's syntax
 ])
 def test_replies_are_cleaned(reply, expected):
     assert parse_explanation(reply, load_prompt("explain_marked")) == expected
