@@ -28,7 +28,7 @@ _D = DemoSettings()
 @click.option("--corpus", type=click.Path(), default=None,
               help="Folder of .py files to train on (default: this Python's standard library).")
 @click.option("--model", "llm", default=None,
-              help="Embedded LLM for the explanations: qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, or a GGUF file.")
+              help="Embedded LLM for the explanations: qwen2.5-coder-0.5b (default), qwen2.5-coder-1.5b, or a GGUF file.")
 @device_option
 @output_options
 @db_option

@@ -37,7 +37,7 @@ def _fmt(stats: dict) -> tuple:
 @click.option("--explain-prompt", default=DEFAULT_EXPLAIN_PROMPT, show_default=True,
               help="Explanation prompt file in prompts/ for explainer recovery: explain_marked_facts, explain_marked_seen, or explain (worked examples, for large models).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
-@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, smollm2-135m or a GGUF file.")
+@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b (default), qwen2.5-coder-1.5b, smollm2-135m or a GGUF file.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL.")
 @click.option("--concurrency", type=int, default=None, help="LLM requests in flight at once.")
 @click.option("--seeds", type=int, default=None, help="Seeds (record samples) per rule; default 3 for the embedding "

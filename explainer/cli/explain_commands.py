@@ -24,7 +24,7 @@ _R = RetryPolicy()
 @click.option("--node", "nodes", multiple=True, help="Explain this node, e.g. L0.mlp.neuron[3] (repeatable).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True,
               help="local: the embedded Qwen2.5-Coder in process; openai: any OpenAI-compatible server.")
-@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-1.5b (default), qwen2.5-coder-0.5b, smollm2-135m or a GGUF file.")
+@click.option("--model", default=None, help="LLM model name (openai backend); for the local backend qwen2.5-coder-0.5b (default), qwen2.5-coder-1.5b, smollm2-135m or a GGUF file.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL", help="OpenAI-compatible server URL "
               "(default $OPENAI_BASE_URL); the key is read from $OPENAI_API_KEY.")
 @click.option("--explanations-per-node", "k", type=int, default=None,

