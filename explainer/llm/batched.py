@@ -8,6 +8,9 @@ still-running sequence in a single batch. The sampler is ours, in numpy, with ll
 defaults for `create_completion` (top-k 40, top-p 0.95, min-p 0.05, then the temperature), and
 draws every sequence's tokens from one seeded generator, so a request's replies are reproducible.
 
+`evaluate`, which puts a prompt into the context reusing the prefix already there, also serves the
+prompt scoring of the all-at-once simulator (`local.LocalBackend.prompt_logprobs`).
+
 The context must allow `n` sequences and a unified KV cache (`local._load` sets both). After the
 call, the KV cache holds the prompt in sequence 0 only, so the next request that starts with the
 same prompt reuses it.
@@ -15,7 +18,7 @@ same prompt reuses it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -53,23 +56,26 @@ def _feed(llm, tokens: Sequence[int], positions: Sequence[int], seqs: Sequence[i
     llm._ctx.decode(llm._batch)
 
 
-def evaluate_prompt(llm, ids: Sequence[int]) -> np.ndarray:
-    """Put `ids` into sequence 0, reusing the longest prefix already there; the logits after the
-    last token (a copy)."""
+def evaluate(llm, ids: Sequence[int], wanted: Collection[int]) -> Iterator[tuple[int, np.ndarray]]:
+    """Put `ids` into sequence 0, reusing the longest prefix already in the context up to the first
+    wanted position; yield (position, logits after the token there) for each position of `wanted`,
+    in order. A logits row is a view that the next decode overwrites: use it before the next item."""
     held = llm.input_ids[:llm.n_tokens]
-    n_past, limit = 0, min(len(ids) - 1, len(held))
+    n_past, limit = 0, min(min(wanted, default=len(ids) - 1), len(ids) - 1, len(held))
     while n_past < limit and held[n_past] == ids[n_past]:
         n_past += 1
     llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
-    last = 0
+    llm.n_tokens = n_past
     for lo in range(n_past, len(ids), llm.n_batch):
         chunk = list(ids[lo:lo + llm.n_batch])
-        last = len(chunk) - 1  # the logits are wanted after the prompt's last token only
-        _feed(llm, chunk, range(lo, lo + len(chunk)), [0] * len(chunk),
-              [lo + j == len(ids) - 1 for j in range(len(chunk))])
+        _feed(llm, chunk, range(lo, lo + len(chunk)), [0] * len(chunk), [lo + j in wanted for j in range(len(chunk))])
         llm.input_ids[lo:lo + len(chunk)] = chunk
         llm.n_tokens = lo + len(chunk)
-    return _logits(llm, last).copy()
+        llm._requires_eval = True  # the context's last logits are not a live decode's: `create_completion`
+        # must evaluate the prompt's last token again rather than sample from them
+        for j in range(len(chunk)):
+            if lo + j in wanted:
+                yield lo + j, _logits(llm, j)
 
 
 def sample_replies(llm, ids: Sequence[int], n: int, max_tokens: int, temperature: float, seed: int,
@@ -78,7 +84,7 @@ def sample_replies(llm, ids: Sequence[int], n: int, max_tokens: int, temperature
     id of `end_ids` (not included), at a `stop` string (cut before it), or after `max_tokens`."""
     if len(ids) + max_tokens > llm.n_ctx():
         raise ValueError(f"prompt of {len(ids)} tokens plus {max_tokens} to generate exceeds the context")
-    first = evaluate_prompt(llm, ids)
+    first = next(logits.copy() for _, logits in evaluate(llm, ids, {len(ids) - 1}))
     for s in range(1, n):
         llm._ctx.kv_cache_seq_cp(0, s, -1, -1)
     rng = np.random.default_rng(seed)
@@ -111,6 +117,5 @@ def sample_replies(llm, ids: Sequence[int], n: int, max_tokens: int, temperature
         for s in range(1, n):
             llm._ctx.kv_cache_seq_rm(s, -1, -1)
         llm.n_tokens = len(ids)
-        llm._requires_eval = True  # the context's last logits are another sequence's: `create_completion`
-        # must evaluate the prompt's last token again rather than sample from them
+        llm._requires_eval = True  # the context's last logits are another sequence's (see `evaluate`)
     return [(texts[s], len(out[s])) for s in range(n)]

@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .batched import sample_replies
+from .batched import evaluate, sample_replies
 from .client import (CHAT, PREFILL, PROMPT_LOGPROBS, SAMPLES, Backend, ChatRequest, ChatResult, LLMError,
                   PromptLogprobsRequest, PromptLogprobsResult)
 from .models import EMBEDDED, check_gguf, model_file
@@ -217,41 +217,13 @@ class LocalBackend(Backend):
             raise ValueError("a slot at offset 0 has no preceding token")
         cand = self._candidate_ids(req.candidates)
 
-        # Reuse the longest prefix already in the context, but recompute from the first wanted position.
-        n_past = 0
-        held = llm.input_ids[:llm.n_tokens]
-        limit = min(len(ids) - 1, positions[0] if positions else len(ids) - 1, len(held))
-        while n_past < limit and held[n_past] == ids[n_past]:
-            n_past += 1
-        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)
-        llm.n_tokens = n_past
-
         wanted = {p: i for i, p in enumerate(positions)}
         result: list[dict[str, float] | None] = [None] * len(positions)
-        batch = llm._batch
-        n_vocab = llm.n_vocab()
-        for lo in range(n_past, len(ids), llm.n_batch):
-            chunk = ids[lo:lo + llm.n_batch]
-            b = batch.batch
-            b.n_tokens = len(chunk)
-            for j, tok in enumerate(chunk):
-                b.token[j] = tok
-                b.pos[j] = lo + j
-                b.seq_id[j][0] = 0
-                b.n_seq_id[j] = 1
-                b.logits[j] = (lo + j) in wanted
-            llm._ctx.decode(batch)
-            llm.input_ids[lo:lo + len(chunk)] = chunk
-            llm.n_tokens = lo + len(chunk)
-            llm._requires_eval = True  # the logits are not the prompt's last token's (see `batched`)
-            for j in range(len(chunk)):
-                slot = wanted.get(lo + j)
-                if slot is None:
-                    continue
-                logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(j), shape=(n_vocab,)).astype(np.float64)
-                top = logits.max()
-                log_z = top + np.log(np.exp(logits - top).sum())
-                result[slot] = {c: float(logits[t] - log_z) for c, t in zip(req.candidates, cand) if t is not None}
+        for pos, row in evaluate(llm, ids, wanted):  # the shared prefix stays in the context for the next window
+            logits = row.astype(np.float64)
+            top = logits.max()
+            log_z = top + np.log(np.exp(logits - top).sum())
+            result[wanted[pos]] = {c: float(logits[t] - log_z) for c, t in zip(req.candidates, cand) if t is not None}
         return PromptLogprobsResult(logprobs=result, prompt_tokens=len(ids))
 
     async def prompt_logprobs(self, request: PromptLogprobsRequest) -> PromptLogprobsResult:
