@@ -68,17 +68,14 @@ class Explainer:
     def batches(self, k: int) -> list[list[int]]:
         """Candidates 0..k-1 in the order they are written, grouped by request: view by view (so an
         in-process model keeps one view's prompt in its context for all of that view's candidates),
-        the view's greedy candidate alone, then its sampled ones, together when the backend has
-        SAMPLES and one by one otherwise."""
+        the view's greedy candidate alone, then its sampled ones, together (at most the backend's
+        `max_samples` per request) when the backend has SAMPLES and one by one otherwise."""
         n = len(self.views)
+        size = self.client.max_samples if SAMPLES in self.client.capabilities else 1
         out: list[list[int]] = []
         for view in range(min(n, k)):
             sampled = list(range(view + n, k, n))
-            out.append([view])
-            if SAMPLES in self.client.capabilities:
-                out += [sampled] if sampled else []
-            else:
-                out += [[i] for i in sampled]
+            out += [[view]] + [sampled[lo:lo + size] for lo in range(0, len(sampled), size)]
         return out
 
     def order(self, k: int) -> list[int]:

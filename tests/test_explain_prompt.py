@@ -129,6 +129,7 @@ class SamplingFakeClient:
     phrases, to check how candidates are grouped into requests and numbered."""
     from explainer.llm import SAMPLES
     capabilities = frozenset({SAMPLES})
+    max_samples = 2
 
     def __init__(self):
         self.requests = []
@@ -147,12 +148,13 @@ def test_sampled_candidates_are_one_request_per_view():
 
     client = SamplingFakeClient()
     explainer = Explainer(client, prompt_name="explain_marked+explain_marked_seen")
-    assert explainer.batches(7) == [[0], [2, 4, 6], [1], [3, 5]]  # per view: greedy alone, then its samples
+    # per view: greedy alone, then its samples, at most max_samples (2) per request
+    assert explainer.batches(7) == [[0], [2, 4], [6], [1], [3, 5]]
     texts = [c.text for c in asyncio.run(explainer.explain(RECORDS, k=7, seed=10))]
-    assert texts == ["quote characters 1.0", "quote characters 3.0", "quote characters 2.0", "quote characters 4.0",
-                     "quote characters 2.1", "quote characters 4.1", "quote characters 2.2"]
-    assert [(r.n, r.temperature, r.seed) for r in client.requests] == [(1, 0.0, 10), (3, 1.0, 12), (1, 0.0, 11),
-                                                                        (2, 1.0, 13)]
+    assert texts == ["quote characters 1.0", "quote characters 4.0", "quote characters 2.0", "quote characters 5.0",
+                     "quote characters 2.1", "quote characters 5.1", "quote characters 3.0"]
+    assert [(r.n, r.temperature, r.seed) for r in client.requests] == [(1, 0.0, 10), (2, 1.0, 12), (1, 1.0, 16),
+                                                                        (1, 0.0, 11), (2, 1.0, 13)]
 
 
 SNIPPETS = ["def f(x):\n    return x + 1\n", "if ok:\n    return None\ny = g(x)\n", "def h(a, b):\n    c = a\n    return b\n",

@@ -119,6 +119,7 @@ class Backend:
     model: str = ""
     capabilities: frozenset[str] = frozenset()
     max_concurrency: int | None = None  # a hard limit of the backend itself (in-process: 1)
+    max_samples: int = 1  # replies one request may ask for (ChatRequest.n), with SAMPLES
 
     def settings(self) -> dict[str, Any]:
         """What identifies this backend's answers (stored with every explanation; never a key)."""
@@ -223,6 +224,10 @@ class LLMClient:
     @property
     def capabilities(self) -> frozenset[str]:
         return self.backend.capabilities
+
+    @property
+    def max_samples(self) -> int:
+        return self.backend.max_samples
 
     def settings(self) -> dict[str, Any]:
         return self.backend.settings()

@@ -113,6 +113,7 @@ class LocalBackend(Backend):
     name = "local"
     capabilities = frozenset({CHAT, PROMPT_LOGPROBS, PREFILL, SAMPLES})
     max_concurrency = 1  # one llama.cpp context; requests run one after another
+    max_samples = MAX_SAMPLES
 
     def __init__(self, model_path: str | Path | None = None, n_threads: int = 2):
         """model_path: None (DEFAULT_MODEL), a short name of `models.EMBEDDED`, SMOLLM2, or a GGUF file's path."""
