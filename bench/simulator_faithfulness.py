@@ -50,6 +50,7 @@ CANDIDATES = {
     "embedding": _emb(),  # the default
     "embedding_plain": _emb(literal=False),  # facts v4 without literal tokens
     "embedding_literal": _emb(literal=True),  # facts v4 and the tokens an explanation names literally
+    "embedding_lists": _emb(lists=True),  # also the tokens named in plain lists of examples ("such as int, str")
     "embedding_v5": _emb(facts_version=5),
     "embedding_v3": _emb(facts_version=3),
     "embedding_v2": _emb(facts_version=2),

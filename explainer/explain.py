@@ -5,21 +5,15 @@ the calibrate split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Sequence
 
 from .llm import PREFILL, SAMPLES, LLMClient, LLMOutputError, LLMRequestError, is_fatal
 from .prompts import Prompt, explain_request, load_prompt, marked_counts, parse_explanation
+from .writers import Candidate
 
 DEFAULT_PROMPT = "explain_marked_facts"  # chosen by measurement on the training rules: README, "Best of k"
 CANDIDATE_TEMPERATURE = 1.0  # candidates after the first are sampled, for diversity; the first is greedy
-
-
-@dataclass
-class Candidate:
-    text: str | None  # None when the reply was unusable
-    failure: str | None = None
-    raw_text: str | None = None
 
 
 class Explainer:
@@ -29,6 +23,11 @@ class Explainer:
         by `+` (views): candidate i is written from view i % n, so best-of-k draws on each view."""
         self.client = client
         self.views: list[Prompt] = [load_prompt(name, prompts_dir) for name in prompt_name.split("+")]
+
+    @property
+    def threshold(self) -> int:
+        """The level (0..10) at or above which a token counts as marked, by the first view."""
+        return int(self.views[0]["threshold"])
 
     @property
     def version(self) -> str:

@@ -9,8 +9,9 @@ these functions, so a score means the same thing in both:
 2. `simulate_split`: the simulator predicts every window of a split from the explanation alone.
 3. `score_simulations`: a calibration fitted on the calibrate split, then the scores of each split
    (`scoring.SplitScore`); the calibrated scores (r², absolute deviation) on the score split.
-4. `best_of_k`: k candidate explanations, each simulated on the calibrate split; the best one by
-   its calibrate score is simulated on the score split and scored there.
+4. `best_of_k`: k candidate explanations from the LLM and the cheap ones of the other writers
+   (`writers.cheap_candidates`), each simulated on the calibrate split; the best one by its
+   calibrate score is simulated on the score split and scored there, and so is the best LLM one.
 
     windows = pick_windows(split_records(sample_records(...)), explain=5, calibrate=5, score=5)
     scored = asyncio.run(simulate_and_score(simulator, "the keyword return", windows))
@@ -24,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
 from . import scoring
-from .explain import Candidate, Explainer
+from .explain import Explainer
 from .prompts import fact_counts
 from .records import CALIBRATE, EXPLAIN, SCORE, ActivationRecord
 from .simulators import EMBEDDING, Simulation, Simulator
+from .writers import LLM_WRITER, Candidate
 
 # Explanation kinds (the `kind` column of explanations and node_scores).
 LLM = "llm"  # written by the explainer LLM
@@ -161,17 +163,24 @@ async def fact_lookup(simulator: Simulator, windows: Windows, threshold: int = 5
 
 @dataclass
 class BestOfK:
-    """k candidate explanations of one node: `scored[i]` holds candidate i's scores (calibrate split;
-    the chosen one also the score split); unusable candidates have no entry. `chosen`: the index of
-    the best candidate by its calibrate score, None when every candidate failed."""
+    """The candidate explanations of one node: `scored[i]` holds candidate i's scores (calibrate
+    split; the chosen one and the best LLM one also the score split); unusable candidates have no
+    entry. `chosen`: the index of the best candidate by its calibrate score, None when every
+    candidate failed; `best_llm`: the same among the LLM's candidates."""
 
     candidates: list[Candidate]
     scored: dict[int, ScoredExplanation]
     chosen: int | None
+    best_llm: int | None = None
 
     @property
     def score(self) -> float | None:
         return self.scored[self.chosen].score if self.chosen is not None else None
+
+    @property
+    def llm_score(self) -> float | None:
+        """The held-out score of the best LLM candidate, taken alone (whether or not it was chosen)."""
+        return self.scored[self.best_llm].score if self.best_llm is not None else None
 
     @property
     def text(self) -> str | None:
@@ -183,11 +192,14 @@ class BestOfK:
 
 
 async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows, k: int, seed: int = 0,
-                    attribute: Callable[[int], ContextManager] | None = None) -> BestOfK:
-    """Best-of-k: candidate i (see `Explainer.candidates`) from the explain windows, simulated on the
+                    attribute: Callable[[int], ContextManager] | None = None,
+                    extra: Sequence[Candidate] = ()) -> BestOfK:
+    """Best-of-k: candidate i < k (see `Explainer.candidates`) from the explain windows, and the
+    `extra` candidates of other writers as candidates k, k + 1, ...; each is simulated on the
     calibrate split; the best by calibrate correlation (ties: the earlier one; without calibrate
-    windows, the first usable one) is simulated on the score split too. `attribute(i)`: a context
-    in which candidate i's LLM requests are made (the explain job uses it for its accounting)."""
+    windows, the first usable one) is simulated on the score split too, and so is the best of the
+    LLM's. `attribute(i)`: a context in which candidate i's LLM requests are made (the explain job
+    uses it for its accounting)."""
     ctx = attribute or (lambda i: contextlib.nullcontext())
     written: dict[int, Candidate] = {}
     scored: dict[int, ScoredExplanation] = {}
@@ -200,16 +212,23 @@ async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows
             with ctx(i):
                 cal = await simulate_split(simulator, written[i].text, windows.calibrate)
             scored[i] = score_simulations(written[i].text, windows, {CALIBRATE: cal} if windows.calibrate else {})
+    for i, cand in enumerate(extra, start=k):
+        written[i] = cand
+        with ctx(i):
+            cal = await simulate_split(simulator, cand.text, windows.calibrate)
+        scored[i] = score_simulations(cand.text, windows, {CALIBRATE: cal} if windows.calibrate else {})
 
     def key(i: int) -> tuple[float, int]:
         found = scored[i].scores.get(CALIBRATE)
         v = found.correlation if found is not None else None
         return (float("-inf") if v is None else v, -i)
 
-    candidates = [written[i] for i in range(k)]
+    candidates = [written[i] for i in range(k + len(extra))]
     chosen = max(scored, key=key) if scored else None
-    if chosen is not None:
-        with ctx(chosen):
-            scored[chosen] = await simulate_and_score(simulator, candidates[chosen].text, windows,
-                                                      scored[chosen].simulations.get(CALIBRATE))
-    return BestOfK(candidates, scored, chosen)
+    llm = [i for i in scored if candidates[i].writer == LLM_WRITER]
+    best_llm = max(llm, key=key) if llm else None
+    for i in dict.fromkeys(x for x in (chosen, best_llm) if x is not None):
+        with ctx(i):
+            scored[i] = await simulate_and_score(simulator, candidates[i].text, windows,
+                                                 scored[i].simulations.get(CALIBRATE))
+    return BestOfK(candidates, scored, chosen, best_llm)

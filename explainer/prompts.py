@@ -26,6 +26,7 @@ from sparse_model.errors import UserError
 from sparse_model.formats import checked
 
 from .llm import ChatRequest, LLMOutputError
+from .replies import FixedText, echo_reason, vague_reason
 from .scoring import normalize_activations
 
 PROMPTS_DIR = Path(str(resources.files("explainer.prompt_files")))  # prompts/ (package data)
@@ -153,12 +154,20 @@ def records_text(records: Sequence[Any]) -> str:
     text = "".join(_record_block(t, v) for t, v in scaled)
     values = [v for _, vs in scaled for v in vs]
     if values and sum(v > 0 for v in values) < SPARSE_FRACTION * len(values):
-        text += "\nThe same activations, with the zeros left out:\n"
+        text += f"\n{ZEROS_LEFT_OUT}:\n"
         text += "".join(_record_block(t, v, skip_zeros=True) for t, v in scaled)
     return text
 
 
 MARK_OPEN, MARK_CLOSE = "<<", ">>"
+# The labels the prompts print around a node's data (part of their fixed text, see `fixed_text`).
+MOST_MARKED = "Most often marked"
+BEFORE_MARKED = "Right before a marked token"
+FACTS_FIT = "Descriptions that fit the marked tokens"
+MARKED_OF_SEEN = "marked {n} of {seen} times"
+FACT_FITS = "{m} of {n} marked tokens, {k} tokens in all"
+NEURON, ACTIVATIONS = "Neuron", "Activations"
+ZEROS_LEFT_OUT = "The same activations, with the zeros left out"
 
 
 def marked_text(tokens: Sequence[str], values: Sequence[int], threshold: int) -> str:
@@ -238,16 +247,16 @@ def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temper
         blocks = [f"Excerpt {i}:\n```python\n{text}\n```" for i, text in enumerate(texts, start=1)]
     counts = marked_counts(records, threshold)[:int(prompt["top_tokens"])]
     seen = seen_counts(records) if prompt["marked_of_seen"] else None
-    summary = ("Most often marked: " + ", ".join(f"{show_token(t)!r} ({f'marked {n} of {seen[t]} times' if seen else n})"
-                                                 for t, n in counts)) if counts else ""
+    summary = (f"{MOST_MARKED}: " + ", ".join(
+        f"{show_token(t)!r} ({MARKED_OF_SEEN.format(n=n, seen=seen[t]) if seen else n})" for t, n in counts)) if counts else ""
     if prompt["before_counts"] and counts:
         before = before_counts(records, threshold)[:int(prompt["top_tokens"])]
-        summary += "\nRight before a marked token: " + ", ".join(
+        summary += f"\n{BEFORE_MARKED}: " + ", ".join(
             f"{t if t.startswith('(') else repr(show_token(t))} ({n})" for t, n in before)
     if prompt["fact_counts"] and counts:
         n_marked = sum(n for _, n in marked_counts(records, threshold))
-        summary += "\nDescriptions that fit the marked tokens: " + "; ".join(
-            f"{f} ({m} of {n_marked} marked tokens, {n} tokens in all)"
+        summary += f"\n{FACTS_FIT}: " + "; ".join(
+            f"{f} ({FACT_FITS.format(m=m, n=n_marked, k=n)})"
             for f, m, n in fact_counts(records, threshold)[:int(prompt["fact_counts"])])
     user = "\n\n".join([*blocks, summary, prompt["instruction"]]).strip()
     prefix = prompt["prefix"] or ""
@@ -271,9 +280,9 @@ def records_request(prompt: Prompt, records: Sequence[Any], prefill: bool, tempe
     prefix = prompt["prefix"]
     messages: list[tuple[str, str]] = [("system", prompt["system"])]
     for i, ex in enumerate(prompt["examples"], start=1):
-        messages.append(("user", f"Neuron {i}\nActivations:\n{records_text(ex['records'])}"))
+        messages.append(("user", f"{NEURON} {i}\n{ACTIVATIONS}:\n{records_text(ex['records'])}"))
         messages.append(("assistant", f"{prefix} {ex['explanation']}"))
-    target = f"Neuron {len(prompt['examples']) + 1}\nActivations:\n{records_text(records)}"
+    target = f"{NEURON} {len(prompt['examples']) + 1}\n{ACTIVATIONS}:\n{records_text(records)}"
     if not prefill:
         target += f'\nAnswer with one short phrase that completes "{prefix} ...".'
     messages.append(("user", target))
@@ -321,7 +330,30 @@ def parse_explanation(text: str, prompt: Prompt, marked: Collection[str] = ()) -
     if _norm(out) in {_norm(ex["explanation"]) for ex in prompt["examples"]}:
         # Small models often repeat the last worked example verbatim; that says nothing about the node.
         raise LLMOutputError("the explainer repeated a few-shot example's explanation")
+    fixed = fixed_text(prompt)
+    reason = echo_reason(out, fixed) or vague_reason(out, fixed)
+    if reason:
+        raise LLMOutputError(reason)
     return out
+
+
+_FIXED: dict[str, FixedText] = {}
+
+
+def fixed_text(prompt: Prompt) -> FixedText:
+    """The prompt's fixed text, the pieces its replies are checked against (`replies`): its system
+    message, its instruction, the leads it strips, and the labels it prints around the data."""
+    if not (prompt["system"].strip() or prompt["instruction"].strip()):
+        raise UserError(f"prompt file {prompt.name}.json has no fixed text (system, instruction) to check the "
+                        f"explainer's replies against; fix it or restore prompts/")
+    if prompt["format"] == "marked":
+        labels = [MOST_MARKED, MARKED_OF_SEEN, BEFORE_MARKED, FACTS_FIT, FACT_FITS]
+    else:
+        labels = [NEURON, ACTIVATIONS, ZEROS_LEFT_OUT]
+    if prompt.version not in _FIXED:
+        _FIXED[prompt.version] = FixedText([prompt["system"], prompt["instruction"], " / ".join(prompt["strip_leads"]),
+                                            " / ".join(labels)])
+    return _FIXED[prompt.version]
 
 
 def _norm(text: str) -> str:

@@ -1,8 +1,9 @@
 """The explain, simulate, score loop over the nodes of a trained run (docs/method.md), as one job.
 
 For each node: activation records (captured once per node and stored), k candidate explanations
-from the LLM, each simulated on the calibrate split; the best candidate is simulated on the score
-split and scored there. Two baselines are stored and scored the same way: `token_lookup` (no LLM)
+from the LLM and the cheap candidates of the other writers (`explainer.writers`: token lists and
+lexer descriptions, no LLM), each simulated on the calibrate split; the best candidate is simulated
+on the score split and scored there, and so is the best LLM-written one. Two baselines are stored and scored the same way: `token_lookup` (no LLM)
 and `shuffled` (another node's explanation, simulated for this node). Every explanation goes
 through `explainer.pipeline`, as in the ground-truth suite.
 
@@ -31,6 +32,7 @@ from sparse_model.run import Run
 
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..scoring import mean_defined
+from ..writers import LLM_WRITER, WRITERS_VERSION, cheap_candidates
 from ..llm import LLMClient
 from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, best_of_k_sizes, pick_windows, \
     simulate_and_score, token_lookup
@@ -55,6 +57,7 @@ class ExplainSettings:
     calibrate_windows: int | None = None  # top and as many random windows, calibrate split; None: by simulator
     seed: int = 0
     shuffled: bool = True
+    llm_only: bool = False  # True: best-of-k pools only the LLM's candidates, no other writer's
 
     def check(self) -> None:
         if self.explanations_per_node is not None and self.explanations_per_node < 1:
@@ -83,6 +86,9 @@ class JobSummary:
     failed: int = 0  # nodes whose LLM explanation has no score (see explanations.failure)
     shuffled: int = 0
     mean_score: dict[str, float | None] = field(default_factory=dict)  # kind -> mean score over the job's nodes
+    # Mean held-out score of each node's best LLM-written candidate, taken alone (selected or not).
+    llm_candidate_score: float | None = None
+    writers: dict[str, int] = field(default_factory=dict)  # writer of the selected explanation -> nodes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -163,17 +169,22 @@ class _Job:
         self.settings = {"llm": llm, "explain_prompt": self.explainer.version, "simulate_prompt": self.simulator.version,
                          "simulator": self.simulator.method, **asdict(s)}
         self.settings.pop("shuffled")  # whether baselines run does not change any row
+        if not s.llm_only:  # the other writers' version; absent with llm_only, so older keys stay valid
+            self.settings["writers"] = WRITERS_VERSION
+        self.settings.pop("llm_only")
         self.key = settings_key(self.settings)
 
     def _id(self, nid: str, kind: str, candidate: int = 0) -> str:
         return row_id(self.key, nid, kind, candidate)
 
-    def _row(self, nid: str, kind: str, **kw: Any) -> dict:
+    def _row(self, nid: str, kind: str, writer: str = LLM_WRITER, **kw: Any) -> dict:
         llm_kind = kind != TOKEN_LOOKUP
+        by_llm = kind == LLM and writer == LLM_WRITER
         row = {"explanation_id": self._id(nid, kind, kw.get("candidate", 0)), "node_id": nid, "model": self.run.name,
                "kind": kind, "candidate": 0, "selected": True, "job_id": self.job_id,
-               "explainer": self.explainer_name if kind == LLM else kind,
-               "explain_prompt": self.explainer.version if kind == LLM else None,
+               "writer": TOKEN_LOOKUP if kind == TOKEN_LOOKUP else writer,
+               "explainer": self.explainer_name if by_llm else writer if kind == LLM else kind,
+               "explain_prompt": self.explainer.version if by_llm else None,
                "simulator": self.simulator.method if llm_kind else TOKEN_LOOKUP,
                "simulate_prompt": self.simulator.version if llm_kind else None,
                "settings_key": self.key, "settings": self.settings}
@@ -185,14 +196,16 @@ class _Job:
                             self.s.calibrate_windows, self.s.score_windows)
 
     async def explain_node(self, nid: str) -> float | None:
-        """Explain one node (best of k), add the token-lookup baseline, commit both; returns the score."""
+        """Explain one node (best of k, with the other writers' candidates), add the token-lookup
+        baseline, commit both; returns the score."""
         windows = self._windows(nid)
+        extra = [] if self.s.llm_only else cheap_candidates(windows.explain, self.explainer.threshold)
         found = await best_of_k(self.explainer, self.simulator, windows, self.s.explanations_per_node, self.s.seed,
-                                attribute=lambda i: working_on(self._id(nid, LLM, i), nid))
+                                attribute=lambda i: working_on(self._id(nid, LLM, i), nid), extra=extra)
         items: list[Item] = []
         for i, cand in enumerate(found.candidates):
-            row = self._row(nid, LLM, candidate=i, text=cand.text, selected=found.selected(i), failure=cand.failure,
-                            raw_text=cand.raw_text)
+            row = self._row(nid, LLM, writer=cand.writer, candidate=i, text=cand.text, selected=found.selected(i),
+                            failure=cand.failure, raw_text=cand.raw_text)
             items.append(explanation_item(row, windows, found.scored.get(i)))
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
@@ -200,9 +213,9 @@ class _Job:
         self.store.save_explanations(items, **embeddings_for(items))  # the chosen explanation's, for search
         return found.score
 
-    async def shuffle_node(self, nid: str, source: str, text: str) -> float | None:
+    async def shuffle_node(self, nid: str, source: str, text: str, writer: str) -> float | None:
         windows = self._windows(nid)
-        row = self._row(nid, SHUFFLED, text=text, source_node_id=source)
+        row = self._row(nid, SHUFFLED, writer=writer, text=text, source_node_id=source)
         with working_on(row["explanation_id"], nid):
             scored = await simulate_and_score(self.simulator, text, windows)
         self.store.save_explanations([explanation_item(row, windows, scored)])
@@ -315,8 +328,10 @@ async def _shuffled(store: Store, job: _Job, node_ids: Sequence[str], concurrenc
                     summary: JobSummary) -> None:
     """The shuffled control: each node is simulated with the explanation of the next node (in id
     order) among the model's nodes explained with the same settings."""
-    explained = {e["node_id"]: e["text"] for e in store.explanations(settings_key=job.key, kind=LLM, selected=True)
-                 if e["text"] is not None and e["model"] == job.run.name}
+    chosen = [e for e in store.explanations(settings_key=job.key, kind=LLM, selected=True)
+              if e["text"] is not None and e["model"] == job.run.name]
+    explained = {e["node_id"]: e["text"] for e in chosen}
+    writer = {e["node_id"]: e["writer"] or LLM_WRITER for e in chosen}
     order = sorted(explained)
     if len(order) < 2:
         return
@@ -332,7 +347,8 @@ async def _shuffled(store: Store, job: _Job, node_ids: Sequence[str], concurrenc
         summary.shuffled += 1
         bar.update(1)
 
-    await _run_pool(todo, lambda n: job.shuffle_node(n, source[n], explained[source[n]]), concurrency, on_node)
+    await _run_pool(todo, lambda n: job.shuffle_node(n, source[n], explained[source[n]], writer[source[n]]),
+                    concurrency, on_node)
     bar.close()
 
 
@@ -343,3 +359,8 @@ def _summarise(store: Store, key: str, node_ids: Sequence[str], summary: JobSumm
     for kind in (LLM, TOKEN_LOOKUP, SHUFFLED):
         vals = [store.scores(r["explanation_id"]).get(("score", "correlation")) for r in rows if r["kind"] == kind]
         summary.mean_score[kind] = mean_defined(vals)
+    for r in rows:
+        if r["kind"] == LLM and r["text"] is not None:
+            summary.writers[r["writer"]] = summary.writers.get(r["writer"], 0) + 1
+    best_llm = store.best_llm_scores(key)
+    summary.llm_candidate_score = mean_defined([best_llm.get(n) for n in node_ids if n in best_llm])

@@ -27,6 +27,8 @@ Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay compara
   keyword return" or "the token return").
   With `literal` (the default), a token the explanation names in backticks or quotes
   (`simulators.literal`) also gets LITERAL_WEIGHT: the pieces of names that no fact describes.
+  With `lists`, so do the tokens it names in a plain list of examples ("such as int, str and
+  List"; `literal.listed_tokens`).
 - "context": the crude first try: cos(explanation, the token written in its
   context, three tokens each side, the token bracketed).
 
@@ -65,6 +67,7 @@ MAX_REPEAT = 5  # graded facts are repeated at most this many times
 CONTEXT = 3  # tokens each side for the "context" variant
 LITERAL_WEIGHT = 1.0  # a token the explanation names literally: as strong as one exactly matching fact
 DEFAULT_LITERAL = True  # chosen on the training rules (README, "Literal tokens")
+DEFAULT_LISTS = False  # plain lists of examples read as named tokens (docs/method.md, "Tokens named without quotes")
 
 _SYMBOLS = {
     "(": "an opening parenthesis (", ")": "a closing parenthesis )", "[": "an opening square bracket [",
@@ -275,7 +278,8 @@ class EmbeddingSimulator(Simulator):
     method = EMBEDDING
 
     def __init__(self, variant: str = "facts", tau: float = DEFAULT_TAU, embedder: Embedder | None = None,
-                 facts_version: int = DEFAULT_FACTS_VERSION, literal: bool = DEFAULT_LITERAL):
+                 facts_version: int = DEFAULT_FACTS_VERSION, literal: bool = DEFAULT_LITERAL,
+                 lists: bool = DEFAULT_LISTS):
         if facts_version not in FACTS_VERSIONS:
             raise UserError(f"unknown facts version {facts_version}; choose one of {FACTS_VERSIONS}")
         if variant not in VARIANTS:
@@ -284,11 +288,13 @@ class EmbeddingSimulator(Simulator):
             raise UserError(f"tau must be positive, got {tau}")
         self.variant, self.tau, self.facts_version = variant, float(tau), facts_version
         self.literal = bool(literal) and variant == "facts"
+        self.lists = bool(lists) and self.literal
         self.embed = embedder or _SHARED
         config = {"model": MODEL_NAME, "variant": variant,
                   **({"tau": self.tau, "max_repeat": MAX_REPEAT, "facts": facts_version} if variant == "facts"
                      else {"context": CONTEXT}),
-                  **({"literal": LITERAL_WEIGHT} if self.literal else {})}  # absent: versions before it unchanged
+                  **({"literal": LITERAL_WEIGHT} if self.literal else {}),  # absent: versions before it unchanged
+                  **({"lists": 1} if self.lists else {})}
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
         self.config = config
         self._version = f"embedding-{variant}-{digest}"
@@ -300,7 +306,7 @@ class EmbeddingSimulator(Simulator):
     def predict(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]:
         """Predicted activation of every token of every window (arbitrary positive scale)."""
         e = self.embed([explanation])[0]
-        names = named_tokens(explanation) if self.literal else frozenset()
+        names = named_tokens(explanation, lists=self.lists) if self.literal else frozenset()
         out = []
         for tokens in windows:
             if self.variant == "context":

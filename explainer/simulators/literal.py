@@ -8,7 +8,15 @@ backticks says exactly where the node fires, so a faithful simulator predicts th
 of the form "the token X" (what `prompts.parse_explanation` makes of a bare token reply): a word of
 a sentence ("the names right after self") is a description, not a token.
 
+With `lists` (the embedding simulator's option, docs/method.md, "Tokens named without quotes"), a
+plain list of examples also names tokens: "type names such as int, str and List", "loop counters
+like i, j or k", "e.g. os, sys". The list starts after "such as", "like", "e.g.", "i.e.", "for
+example", "for instance", "including" or "namely", its items are separated by commas, "and", "or"
+or "/", and it ends at ";", ")", the end of a sentence, or the first item of several words (whose
+first word still counts, unless it is an article: "such as the name of a class" names nothing).
+
     named_tokens("the tokens `os` and 'path'")  ->  {"os", "path"}
+    named_tokens("names such as int, str and List", lists=True)  ->  {"int", "str", "List"}
     literal_hits(["import", " os", "."], {"os"})  ->  [False, True, False]
 """
 
@@ -22,10 +30,32 @@ _BACKTICKED = re.compile(r"`([^`\n]+)`")
 # Quotes that are not apostrophes: not preceded or followed by a letter or digit ("don't").
 _QUOTED = re.compile(r"""(?<![A-Za-z0-9])(['"])([^'"\n]+?)\1(?![A-Za-z0-9])""")
 _THE_TOKEN = re.compile(r"^the token (\S+?)\.?$", re.I)
+_LIST_START = re.compile(r"(?<![A-Za-z])(?:such as|like|e\.g\.|eg\.|i\.e\.|for example|for instance|including|namely)"
+                         r"[,:]?\s+", re.I)
+_LIST_END = re.compile(r"[;)]|\.(?:\s|$)|:\s")
+_LIST_SEPARATOR = re.compile(r"\s*(?:,|/|\s(?:and|or)\s)\s*")
+_ARTICLES = frozenset("a an the any all some each every those these this that other their its one".split())
 
 
-def named_tokens(explanation: str) -> frozenset[str]:
-    """The token texts (stripped of surrounding spaces) `explanation` names literally."""
+def listed_tokens(explanation: str) -> frozenset[str]:
+    """The tokens named in plain lists of examples ("such as int, str and List"; module docstring)."""
+    found: list[str] = []
+    for start in _LIST_START.finditer(explanation):
+        rest = explanation[start.end():]
+        end = _LIST_END.search(rest)
+        for item in _LIST_SEPARATOR.split(rest[:end.start()] if end else rest):
+            words = item.strip().strip("`'\"").split()
+            if not words or words[0].lower() in _ARTICLES:
+                break
+            found.append(words[0])
+            if len(words) > 1:
+                break
+    return frozenset(n for n in found if len(n) <= MAX_NAME)
+
+
+def named_tokens(explanation: str, lists: bool = False) -> frozenset[str]:
+    """The token texts (stripped of surrounding spaces) `explanation` names literally; with
+    `lists`, also those of its plain lists of examples (`listed_tokens`)."""
     text = explanation.strip()
     found = [m.group(1) for m in _BACKTICKED.finditer(text)]
     rest = _BACKTICKED.sub(" ", text)
@@ -33,7 +63,8 @@ def named_tokens(explanation: str) -> frozenset[str]:
     whole = _THE_TOKEN.match(text)
     if whole and "`" not in text:
         found.append(whole.group(1).strip("'\""))
-    return frozenset(n.strip() for n in found if n.strip() and len(n.strip()) <= MAX_NAME)
+    named = frozenset(n.strip() for n in found if n.strip() and len(n.strip()) <= MAX_NAME)
+    return named | listed_tokens(rest) if lists else named
 
 
 def literal_hits(tokens: Sequence[str], names: Collection[str]) -> list[bool]:

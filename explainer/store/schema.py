@@ -81,6 +81,13 @@ explanation_embeddings (migration 8)
     explanation is replaced. A side table, not a column of `explanations`: every `SELECT *` of
     explanations (the jobs, the report, exports, users' SQL) stays free of 384 floats per row, and
     failures without text simply have no row.
+explanations.writer (migration 9)
+    Who wrote the text: 'llm' (the explainer LLM), 'token_list', 'lexer' or 'lexer+token_list'
+    (`explainer.writers`, without an LLM), 'token_lookup' for that baseline; a shuffled row has its
+    source's writer; NULL for the suite's hand-written rows (correct, wrong). A node's best-of-k
+    pool (kind 'llm') holds every writer's candidates; `selected` marks the one picked on the
+    calibrate split, and the best LLM-written one also has a score on the score split.
+    node_scores gains `writer`.
 
 Adding a migration
 ------------------
@@ -436,5 +443,40 @@ MIGRATIONS: list[tuple[int, str]] = [
         );
         """,
     ),
+    (
+        9,
+        """
+        -- Who wrote each explanation: best-of-k pools the LLM's candidates with candidates written
+        -- without an LLM (explainer/writers.py).
+        ALTER TABLE explanations ADD COLUMN writer VARCHAR;
+        UPDATE explanations SET writer = CASE WHEN kind IN ('llm', 'shuffled') THEN 'llm'
+                                              WHEN kind = 'token_lookup' THEN 'token_lookup' END;
+        DROP VIEW node_scores;
+        CREATE VIEW node_scores AS
+            WITH s AS (
+                SELECT explanation_id,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'correlation') AS score,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'mean_window_correlation')
+                           AS mean_window_correlation,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'r_squared') AS r_squared,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'absolute_deviation_explained')
+                           AS absolute_deviation_explained,
+                       max(value) FILTER (WHERE split = 'calibrate' AND method = 'correlation')
+                           AS calibrate_score
+                FROM scores GROUP BY explanation_id
+            ), cc AS (
+                SELECT DISTINCT cn.node_id, c.task  -- a node pruned for a task several times: one row
+                FROM circuit_nodes cn JOIN circuits c ON c.circuit_id = cn.circuit_id
+            )
+            SELECT e.model, cc.task, e.node_id, n.name, n.layer, n.location, n.site, e.kind,
+                   e.text AS explanation, e.writer, e.explainer, e.simulator, s.score, s.mean_window_correlation,
+                   s.r_squared, s.absolute_deviation_explained, s.calibrate_score, e.failure,
+                   e.purpose, e.settings_key, e.explanation_id, e.created_at
+            FROM explanations e
+            LEFT JOIN nodes n ON n.node_id = e.node_id
+            LEFT JOIN cc ON cc.node_id = e.node_id
+            LEFT JOIN s ON s.explanation_id = e.explanation_id
+            WHERE e.selected;
+        """,
+    ),
 ]
-

@@ -510,6 +510,15 @@ class Store(ReportQueries, SearchQueries):
                     row["llm_beats_shuffled"] = frac
         return out
 
+    def best_llm_scores(self, settings_key: str) -> dict[str, float | None]:
+        """Node id -> the held-out score of its best LLM-written candidate (the one best-of-k also
+        scored on the score split, selected or not), for one explain job's settings."""
+        rows = self.con.execute(
+            "SELECT e.node_id, s.value FROM explanations e JOIN scores s ON s.explanation_id = e.explanation_id "
+            "WHERE e.settings_key = ? AND e.kind = 'llm' AND e.writer = 'llm' AND s.split = 'score' "
+            "AND s.method = 'correlation'", [settings_key]).fetchall()
+        return {nid: value for nid, value in rows}
+
     def task_summary(self, model: str, task: str) -> dict | None:
         """The newest circuit of a task (unpruned loss, size, losses), how many of its nodes have an
         LLM explanation, and the best-scoring one beside the token-lookup score of the same node."""

@@ -1,0 +1,101 @@
+"""Candidate explanations written without an LLM, from the same explain windows the LLM reads
+(docs/method.md, "Writers"). Best-of-k pools them with the LLM's candidates and keeps the one with
+the best calibrate score, so a node about a handful of tokens gets a faithful explanation even
+when the LLM does not find it, and a node about a position or a meaning can still be won by the LLM.
+
+Writers (the `writer` column of `explanations`):
+
+- `llm`: the explainer LLM (`explain.Explainer`).
+- `token_list`: the tokens with the highest mean activation over the explain windows, named in
+  backticks so the simulator reads them literally: "the tokens `'`, `\"` and `('`". One candidate per
+  list length (LIST_LENGTHS); the calibrate split picks the length, as it picks any candidate.
+- `lexer`: the lexer descriptions (`prompts.fact_counts`, the facts the embedding simulator reads)
+  that fit the marked tokens best: "the token right after the keyword return".
+- `lexer+token_list`: the best description and the top tokens in one phrase: "text inside a
+  string literal, mostly `rst` and `J`".
+
+Every text stays a phrase a person reads at a glance: no numbers, at most MAX_NAMED tokens.
+
+    cheap_candidates(windows.explain, threshold=5)  ->  [Candidate("the token `self`", writer="token_list"), ...]
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .prompts import fact_counts
+from .simulators.literal import MAX_NAME
+
+LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS = "llm", "token_list", "lexer", "lexer+token_list"
+WRITERS = (LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS)
+WRITERS_VERSION = 1  # part of the explain job's settings: a change here never mixes with earlier rows
+MAX_NAMED = 8  # tokens a phrase names at most
+LIST_LENGTHS = (1, 2, 3, 4, 6, 8)  # token_list candidates, one per length
+LEXER_FACTS = 2  # lexer candidates: the best-fitting descriptions
+COMBINED_TOKENS = (2, 4)  # lexer+token_list candidates: the best description with this many tokens
+
+
+@dataclass
+class Candidate:
+    """One candidate explanation of a node. `text` None: an unusable LLM reply (`failure` says why,
+    `raw_text` is what it said)."""
+
+    text: str | None
+    failure: str | None = None
+    raw_text: str | None = None
+    writer: str = LLM_WRITER
+
+
+def _tokens_acts(record: Any) -> tuple[Sequence[str], Sequence[float]]:
+    if isinstance(record, dict):
+        return record["tokens"], record["activations"]
+    return record.tokens, record.activations
+
+
+def nameable(token: str) -> bool:
+    """Whether a token can be named in backticks and found again by the simulator (stripped of
+    spaces, as `literal.literal_hits` compares): not whitespace, no backtick, short."""
+    name = token.strip()
+    return bool(name) and "`" not in name and "\n" not in name and len(name) <= MAX_NAME
+
+
+def top_tokens(records: Sequence[Any], n: int = MAX_NAMED) -> list[str]:
+    """The n token texts (stripped of spaces) with the highest mean activation over `records`, only
+    those whose mean is above zero; ties: the more frequent, then the text."""
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+    for record in records:
+        tokens, acts = _tokens_acts(record)
+        for tok, a in zip(tokens, acts):
+            if nameable(tok):
+                sums[tok.strip()] += float(a)
+                counts[tok.strip()] += 1
+    ranked = sorted(sums, key=lambda t: (-sums[t] / counts[t], -counts[t], t))
+    return [t for t in ranked if sums[t] > 0][:n]
+
+
+def named_list(tokens: Sequence[str]) -> str:
+    """`a`, `b` and `c`."""
+    quoted = [f"`{t}`" for t in tokens]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def token_list_text(tokens: Sequence[str]) -> str:
+    """"the token `a`" or "the tokens `a`, `b` and `c`"."""
+    return f"the token{'s' if len(tokens) > 1 else ''} {named_list(tokens)}"
+
+
+def cheap_candidates(records: Sequence[Any], threshold: int) -> list[Candidate]:
+    """The candidates of every writer but the LLM, from the explain windows `records` (tokens at or
+    above `threshold` on the 0..10 scale are the marked ones the lexer descriptions must fit)."""
+    tokens = top_tokens(records)
+    lengths = sorted({min(n, len(tokens)) for n in LIST_LENGTHS} - {0})  # fewer tokens: one list of all
+    out = [Candidate(token_list_text(tokens[:n]), writer=TOKEN_LIST) for n in lengths]
+    facts = [f for f, _, _ in fact_counts(records, threshold)[:LEXER_FACTS]] if tokens else []
+    out += [Candidate(f, writer=LEXER) for f in facts]
+    if facts:
+        out += [Candidate(f"{facts[0]}, mostly {named_list(tokens[:n])}", writer=LEXER_TOKENS)
+                for n in sorted({min(n, len(tokens)) for n in COMBINED_TOKENS})]
+    return out
