@@ -3,7 +3,7 @@
 text, so a new prompt file brings its own checks:
 
 - `echo`: the reply repeats the prompt instead of describing the code: a run of ECHO_WORDS words of
-  the prompt's fixed text ("tokens where the neuron is strongly active"), one of the prompt's own
+  the prompt's fixed text, two of them content words ("neuron is strongly active"), one of the prompt's own
   terms (a word that recurs across its fixed pieces: "marked", "neuron"), a count in the format the
   prompt prints ("(3 of 5", "(marked 3"), or a list of quoted tokens cut off mid-quote.
 - `vague`: the reply names nothing specific: no token in quotes or backticks, no symbol, no
@@ -57,7 +57,7 @@ class FixedText:
     """A prompt's fixed text, piece by piece (its system message, its instruction, the labels it
     prints around the data, the leads it strips): everything in it but the node's data.
 
-    runs: every run of ECHO_WORDS consecutive words of a piece. terms: the prompt's own terms
+    runs: every run of ECHO_WORDS consecutive words of a piece with at least two content words. terms: the prompt's own terms
     (stems), content words that recur in at least two of its pieces and do not describe code in
     general ("marked", "neuron"). vocabulary: every word (stem) of the fixed text."""
 
@@ -66,7 +66,8 @@ class FixedText:
         runs, seen = set(), {}
         for piece in self.pieces:
             w = words(piece)
-            runs.update(tuple(w[i:i + ECHO_WORDS]) for i in range(len(w) - ECHO_WORDS + 1))
+            grams = (tuple(w[i:i + ECHO_WORDS]) for i in range(len(w) - ECHO_WORDS + 1))
+            runs.update(g for g in grams if sum(x not in STOPWORDS for x in g) >= 2)
             for stem in {_stem(x) for x in w if x not in STOPWORDS and not x.isdigit()}:
                 seen[stem] = seen.get(stem, 0) + 1
         generic = {_stem(x) for x in GENERIC}

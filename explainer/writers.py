@@ -33,6 +33,7 @@ WRITERS = (LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS)
 WRITERS_VERSION = 1  # part of the explain job's settings: a change here never mixes with earlier rows
 MAX_NAMED = 8  # tokens a phrase names at most
 LIST_LENGTHS = (1, 2, 3, 4, 6, 8)  # token_list candidates, one per length
+FEW_LENGTHS = (3,)  # the token list when each candidate costs an LLM simulation
 LEXER_FACTS = 2  # lexer candidates: the best-fitting descriptions
 COMBINED_TOKENS = (2, 4)  # lexer+token_list candidates: the best description with this many tokens
 
@@ -63,17 +64,20 @@ def nameable(token: str) -> bool:
 
 def top_tokens(records: Sequence[Any], n: int = MAX_NAMED) -> list[str]:
     """The n token texts (stripped of spaces) with the highest mean activation over `records`, only
-    those whose mean is above zero; ties: the more frequent, then the text."""
+    those whose mean is above the mean of all tokens; ties: the more frequent, then the text."""
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
+    total, seen = 0.0, 0
     for record in records:
         tokens, acts = _tokens_acts(record)
         for tok, a in zip(tokens, acts):
+            total, seen = total + float(a), seen + 1
             if nameable(tok):
                 sums[tok.strip()] += float(a)
                 counts[tok.strip()] += 1
+    mean = total / seen if seen else 0.0
     ranked = sorted(sums, key=lambda t: (-sums[t] / counts[t], -counts[t], t))
-    return [t for t in ranked if sums[t] > 0][:n]
+    return [t for t in ranked if sums[t] / counts[t] > mean][:n]
 
 
 def named_list(tokens: Sequence[str]) -> str:
@@ -87,15 +91,16 @@ def token_list_text(tokens: Sequence[str]) -> str:
     return f"the token{'s' if len(tokens) > 1 else ''} {named_list(tokens)}"
 
 
-def cheap_candidates(records: Sequence[Any], threshold: int) -> list[Candidate]:
+def cheap_candidates(records: Sequence[Any], threshold: int, few: bool = False) -> list[Candidate]:
     """The candidates of every writer but the LLM, from the explain windows `records` (tokens at or
-    above `threshold` on the 0..10 scale are the marked ones the lexer descriptions must fit)."""
+    above `threshold` on the 0..10 scale are the marked ones the lexer descriptions must fit).
+    few: one candidate per writer (FEW_LENGTHS), for a simulator that costs an LLM pass per window."""
     tokens = top_tokens(records)
-    lengths = sorted({min(n, len(tokens)) for n in LIST_LENGTHS} - {0})  # fewer tokens: one list of all
+    lengths = sorted({min(n, len(tokens)) for n in (FEW_LENGTHS if few else LIST_LENGTHS)} - {0})
     out = [Candidate(token_list_text(tokens[:n]), writer=TOKEN_LIST) for n in lengths]
-    facts = [f for f, _, _ in fact_counts(records, threshold)[:LEXER_FACTS]] if tokens else []
+    facts = [f for f, _, _ in fact_counts(records, threshold)[:1 if few else LEXER_FACTS]] if tokens else []
     out += [Candidate(f, writer=LEXER) for f in facts]
     if facts:
         out += [Candidate(f"{facts[0]}, mostly {named_list(tokens[:n])}", writer=LEXER_TOKENS)
-                for n in sorted({min(n, len(tokens)) for n in COMBINED_TOKENS})]
+                for n in sorted({min(n, len(tokens)) for n in COMBINED_TOKENS[:1 if few else None]})]
     return out

@@ -76,13 +76,16 @@ def test_every_circuit_node_gets_records_explanations_and_scores(explained):
     assert usable >= 2, "too few usable explanations to test the shuffled control"
     assert sorted(kinds) == [("llm", n, n), ("shuffled", usable, usable), ("token_lookup", n, n)]
     # Best-of-2: both candidates stored, exactly one selected per node.
-    assert _q(db, "SELECT count(*) FROM explanations WHERE kind = 'llm'")[0][0] == 2 * n
+    assert _q(db, "SELECT count(*) FROM explanations WHERE kind = 'llm' AND writer = 'llm'")[0][0] == 2 * n
+    # The other writers' candidates are in the same pool (one per writer with an LLM simulator).
+    writers = {r[0] for r in _q(db, "SELECT DISTINCT writer FROM explanations WHERE kind = 'llm'")}
+    assert {"llm", "token_list"} <= writers <= {"llm", "token_list", "lexer", "lexer+token_list"}
 
 
 def test_llm_explanations_record_versions_and_are_scored_or_say_why_not(explained):
     db = explained[0]
     rows = _q(db, "SELECT explanation_id, text, failure, raw_text, explainer, explain_prompt, simulate_prompt, simulator "
-                  "FROM explanations WHERE kind = 'llm'")
+                  "FROM explanations WHERE kind = 'llm' AND writer = 'llm'")
     for eid, text, failure, raw, explainer, ep, sp, sim in rows:
         assert explainer == "local:SmolLM2-135M-Instruct" and sim == "all_at_once"
         assert ep == load_prompt(DEFAULT_PROMPT).version and sp == load_prompt("simulate").version
@@ -282,12 +285,14 @@ def test_openai_backend_explains_and_simulates_through_a_real_server(tmp_path, t
     assert code == 0, err
     expected = "all_at_once" if simulator == "auto" else "chat_logprobs"  # the server echoes prompt log-probs
     (row,) = _q(db, "SELECT explainer, simulator, text, failure, raw_text, explain_prompt FROM explanations "
-                    "WHERE kind = 'llm'")
+                    "WHERE kind = 'llm' AND writer = 'llm'")
     assert row[0] == "openai:smollm2" and row[1] == expected
     assert row[5] == load_prompt("explain", str(prompts)).version
-    assert row[2] is not None, row  # the explanation came through the chat endpoint
+    # The reply came through the chat endpoint: an explanation, or SmolLM2's echo of the prompt
+    # refused with its raw text kept.
+    assert row[2] is not None or (row[3] and row[4]), row
     sims = _q(db, "SELECT len(s.predicted), s.failure, s.raw_text FROM simulations s JOIN explanations e "
-                  "USING (explanation_id) WHERE e.kind = 'llm'")
+                  "USING (explanation_id) WHERE e.kind = 'llm' AND e.selected")
     assert len(sims) == 4  # 1 top + 1 random window on each of the calibrate and score splits
     for length, failure, raw in sims:  # one value per token, or a recorded failure saying why
         assert length == 6 or failure

@@ -172,7 +172,7 @@ def test_node_scores_view(s):
         (explanation("n3", node=3), sims(), scores(corr=0.2)),
     ])
     cols, rows = s.query("SELECT * FROM node_scores ORDER BY node_id, kind, task")
-    assert cols == ["model", "task", "node_id", "name", "layer", "location", "site", "kind", "explanation",
+    assert cols == ["model", "task", "node_id", "name", "layer", "location", "site", "kind", "explanation", "writer",
                     "explainer", "simulator", "score", "mean_window_correlation", "r_squared",
                     "absolute_deviation_explained", "calibrate_score", "failure", "purpose", "settings_key",
                     "explanation_id", "created_at"]

@@ -50,7 +50,8 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
     cols = ["task", "target_loss", "sufficient", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss",
-            "explained", "best_node", "best_explanation", "score", "token_lookup_score"]
+            "explained", "mean_score", "token_lookup_mean", "of_token_lookup", "llm_candidate_mean", "best_node",
+            "best_explanation", "best_writer", "score", "token_lookup_score"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
     click.echo(f"report: {report}", err=True)
 

@@ -48,6 +48,8 @@ _R = RetryPolicy()
                    "descriptions of them), explain_marked_seen (without the descriptions), or explain (worked examples, "
                    "for large models); several joined by + take turns writing the candidates.")
 @click.option("--no-shuffled", is_flag=True, help="Skip the shuffled-explanation control.")
+@click.option("--llm-only", is_flag=True, help="Pool only the LLM's candidates in best-of-k, without the token lists "
+                                               "and lexer descriptions written without an LLM.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--max-attempts", type=int, default=_R.max_attempts, show_default=True,
               help="Tries per LLM request (retries on 429, 5xx, timeouts and dropped connections).")
@@ -62,7 +64,7 @@ _R = RetryPolicy()
 @output_options
 @db_option
 def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, concurrency, window, explain_windows,
-                    score_windows, calibrate_windows, prompts_dir, explain_prompt, no_shuffled, seed, max_attempts, timeout, backoff, no_cache,
+                    score_windows, calibrate_windows, prompts_dir, explain_prompt, no_shuffled, llm_only, seed, max_attempts, timeout, backoff, no_cache,
                     retry_failed, prices, device, fmt):
     """Explain, simulate and score every circuit node of a run; results in the explanations,
     simulations and scores tables (query them through the node_scores view).
@@ -79,7 +81,8 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
     """
     settings = ExplainSettings(explanations_per_node=k, simulator=simulator, window=window,
                                explain_windows=explain_windows, score_windows=score_windows,
-                               calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled)
+                               calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled,
+                               llm_only=llm_only)
     settings.check()
     run_dir = resolve_run(run).folder()
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency,
@@ -95,7 +98,11 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
                f"{u.cache_hits} from the cache, {u.prompt_tokens + u.completion_tokens} tokens", err=True)
     if s.failed:
         click.echo(f"to retry the failed nodes: add --retry-failed to the same command", err=True)
-    print_rows(["kind", "mean_score"], [[k, v] for k, v in s.mean_score.items()], fmt)
+    if s.writers:
+        click.echo("selected explanations by writer: " + ", ".join(f"{w} {n}" for w, n in sorted(s.writers.items())),
+                   err=True)
+    rows = [[k, v] for k, v in s.mean_score.items()] + [["best LLM-written candidate", s.llm_candidate_score]]
+    print_rows(["kind", "mean_score"], rows, fmt)
 
 
 @click.command("jobs")

@@ -37,7 +37,7 @@ from ..llm import LLMClient
 from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, best_of_k_sizes, pick_windows, \
     simulate_and_score, token_lookup
 from ..records import DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
-from ..simulators import make_simulator
+from ..simulators import EMBEDDING, make_simulator
 from ..store import Store
 from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_on
 from .circuits import register_model
@@ -199,7 +199,8 @@ class _Job:
         """Explain one node (best of k, with the other writers' candidates), add the token-lookup
         baseline, commit both; returns the score."""
         windows = self._windows(nid)
-        extra = [] if self.s.llm_only else cheap_candidates(windows.explain, self.explainer.threshold)
+        extra = [] if self.s.llm_only else cheap_candidates(windows.explain, self.explainer.threshold,
+                                                             few=self.simulator.method != EMBEDDING)
         found = await best_of_k(self.explainer, self.simulator, windows, self.s.explanations_per_node, self.s.seed,
                                 attribute=lambda i: working_on(self._id(nid, LLM, i), nid), extra=extra)
         items: list[Item] = []

@@ -260,7 +260,8 @@ def _explanation_rows(ex: Explained) -> list[list[str]]:
                     text += f' <span class="muted">(explanation of {esc(r["source_name"])})</span>'
                 if r.get("failure"):
                     text += f' <span class="fail">{esc(r["failure"])}</span>'
-            rows.append([f'<span class="swatch kind-{kind}"></span>{esc(kind)}', f'<span class="expl">{text}</span>',
+            rows.append([f'<span class="swatch kind-{kind}"></span>{esc(kind)}', esc(r.get("writer") or ""),
+                         f'<span class="expl">{text}</span>',
                          f"<b>{num(r['score'], 3)}</b>", num(r["mean_window_correlation"], 3),
                          num(r["r_squared"], 3), num(r["absolute_deviation_explained"], 3),
                          num(r["calibrate_score"], 3), esc(r["explainer"]), esc(r["simulator"])])
@@ -269,16 +270,18 @@ def _explanation_rows(ex: Explained) -> list[list[str]]:
 
 def _node_card(model: str, n: dict, ex: Explained, tasks: list[str], windows: list[dict], scale: float) -> str:
     uid = slug("node", model, n["node_id"])
-    expl = table(["kind", "explanation", "score", "mean window corr.", "r²", "abs. dev. explained",
+    expl = table(["kind", "writer", "explanation", "score", "mean window corr.", "r²", "abs. dev. explained",
                   "calibrate score", "explainer", "simulator"], _explanation_rows(ex), "expl-table")
     cands = ""
     if ex.candidates:
-        crow = [[num(c["candidate"]), (esc(c["text"]) if c["text"] is not None else
-                                       f'<span class="fail">{esc(c["failure"])}</span>'
-                                       + (f' <code>{esc(c["raw_text"])}</code>' if c.get("raw_text") else "")),
-                 num(c["calibrate_score"], 3)] for c in ex.candidates]
-        cands = ("<details><summary>other LLM candidates (not selected on the calibrate windows)</summary>"
-                 + table(["candidate", "explanation", "calibrate score"], crow) + "</details>")
+        crow = [[num(c["candidate"]), esc(c.get("writer") or ""),
+                 (esc(c["text"]) if c["text"] is not None else f'<span class="fail">{esc(c["failure"])}</span>'
+                  + (f' <code>{esc(c["raw_text"])}</code>' if c.get("raw_text") else "")),
+                 num(c["calibrate_score"], 3), num(c.get("score"), 3)] for c in ex.candidates]
+        cands = ("<details><summary>other candidates, by writer (not selected on the calibrate windows; the best "
+                 "LLM-written one is also scored on the held-out windows)</summary>"
+                 + table(["candidate", "writer", "explanation", "calibrate score", "held-out score"], crow)
+                 + "</details>")
     preds = [v for w in windows for v in (w.get("predicted") or [])]
     sim_scale = max(preds) if preds else 0.0
     heat = "".join(_window_html(w, scale, sim_scale) for w in windows)

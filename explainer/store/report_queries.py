@@ -32,7 +32,7 @@ class ReportQueries:
         shuffled explanation, the node it was written for (source_node_id, source_name)."""
         # DISTINCT: node_scores repeats an explanation once per task whose circuit holds its node.
         return _dicts(self.con.execute("""
-            SELECT DISTINCT ns.explanation_id, ns.node_id, ns.kind, ns.explanation AS text, ns.explainer,
+            SELECT DISTINCT ns.explanation_id, ns.node_id, ns.kind, ns.explanation AS text, ns.writer, ns.explainer,
                    ns.simulator, ns.failure, ns.created_at, ns.score, ns.mean_window_correlation, ns.r_squared,
                    ns.absolute_deviation_explained, ns.calibrate_score,
                    e.candidate, e.raw_text, e.source_node_id, src.name AS source_name
@@ -43,13 +43,16 @@ class ReportQueries:
 
     def unselected_explanations(self, model: str, kind: str) -> list[dict]:
         """The model's explanations of `kind` that were not selected (best-of-k candidates that lost),
-        each with its correlation on the calibrate split (what the selection compared)."""
+        each with its writer, its correlation on the calibrate split (what the selection compared)
+        and, for the best LLM-written one, its held-out score."""
         return _dicts(self.con.execute("""
-            SELECT e.explanation_id, e.node_id, e.kind, e.text, e.candidate, e.failure, e.raw_text,
-                   e.created_at, s.value AS calibrate_score
+            SELECT e.explanation_id, e.node_id, e.kind, e.text, e.writer, e.candidate, e.failure, e.raw_text,
+                   e.created_at, s.value AS calibrate_score, t.value AS score
             FROM explanations e
             LEFT JOIN scores s ON s.explanation_id = e.explanation_id AND s.split = 'calibrate'
                                   AND s.method = 'correlation'
+            LEFT JOIN scores t ON t.explanation_id = e.explanation_id AND t.split = 'score'
+                                  AND t.method = 'correlation'
             WHERE e.model = ? AND e.kind = ? AND NOT coalesce(e.selected, false)
               AND coalesce(e.purpose, 'circuit') <> 'eval'""", [model, kind]))
 

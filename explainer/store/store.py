@@ -521,23 +521,35 @@ class Store(ReportQueries, SearchQueries):
 
     def task_summary(self, model: str, task: str) -> dict | None:
         """The newest circuit of a task (unpruned loss, size, losses), how many of its nodes have an
-        LLM explanation, and the best-scoring one beside the token-lookup score of the same node."""
+        explanation, their mean held-out score beside token lookup's on the same nodes and beside
+        their best LLM-written candidates' (taken alone), and the best-scoring explanation with its
+        writer and the token-lookup score of the same node."""
         circuit = self.newest_circuits(model).get(task)
         if circuit is None:
             return None
         best = self.con.execute(
-            "SELECT l.name, l.explanation, l.score, t.score FROM node_scores l "
+            "SELECT l.name, l.explanation, l.writer, l.score, t.score FROM node_scores l "
             "LEFT JOIN node_scores t ON t.node_id = l.node_id AND t.kind = 'token_lookup' AND t.task = l.task "
             "AND t.settings_key = l.settings_key "
             "WHERE l.model = ? AND l.task = ? AND l.kind = 'llm' AND l.score IS NOT NULL "
             "ORDER BY l.score DESC LIMIT 1", [model, task]).fetchone()
-        name, text, score, lookup = best if best else (None, None, None, None)
-        explained = self.con.execute("SELECT count(DISTINCT node_id) FROM node_scores WHERE model = ? AND task = ? "
-                                     "AND kind = 'llm'", [model, task]).fetchone()[0]
+        name, text, writer, score, lookup = best if best else (None, None, None, None, None)
+        explained, mean, lookup_mean, llm_mean = self.con.execute(
+            "SELECT count(DISTINCT l.node_id), avg(coalesce(l.score, 0)), avg(coalesce(t.score, 0)), "
+            "avg(coalesce(b.value, 0)) FROM node_scores l "
+            "LEFT JOIN node_scores t ON t.node_id = l.node_id AND t.kind = 'token_lookup' AND t.task = l.task "
+            "AND t.settings_key = l.settings_key "
+            "LEFT JOIN explanations c ON c.node_id = l.node_id AND c.settings_key = l.settings_key AND c.kind = 'llm' "
+            "AND c.writer = 'llm' AND c.explanation_id IN (SELECT explanation_id FROM scores WHERE split = 'score') "
+            "LEFT JOIN scores b ON b.explanation_id = c.explanation_id AND b.split = 'score' AND b.method = 'correlation' "
+            "WHERE l.model = ? AND l.task = ? AND l.kind = 'llm'", [model, task]).fetchone()
         return {"task": task, "target_loss": circuit["target_loss"], "sufficient": circuit["sufficient"],
                 "unpruned_loss": circuit["full_loss"], "nodes": circuit["n_nodes"],
                 "edges": circuit["n_edges"], "sufficiency_loss": circuit["sufficiency_loss"],
-                "necessity_loss": circuit["necessity_loss"], "explained": explained, "best_node": name, "best_explanation": text,
+                "necessity_loss": circuit["necessity_loss"], "explained": explained,
+                "mean_score": mean, "token_lookup_mean": lookup_mean,
+                "of_token_lookup": mean / lookup_mean if mean is not None and lookup_mean else None,
+                "llm_candidate_mean": llm_mean, "best_node": name, "best_explanation": text, "best_writer": writer,
                 "score": score, "token_lookup_score": lookup}
 
     # ---- export ---------------------------------------------------------------------------------
