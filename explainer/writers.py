@@ -8,7 +8,8 @@ Writers (the `writer` column of `explanations`):
 - `llm`: the explainer LLM (`explain.Explainer`).
 - `token_list`: the tokens with the highest mean activation over the explain windows, named in
   backticks so the simulator reads them literally: "the tokens `'`, `\"` and `('`". One candidate per
-  list length (LIST_LENGTHS); the calibrate split picks the length, as it picks any candidate.
+  list length (LIST_LENGTHS), and the same lists "strongest first" (in order of mean activation,
+  which the simulator reads as graded); the calibrate split picks, as it picks any candidate.
 - `lexer`: the lexer descriptions (`prompts.fact_counts`, the facts the embedding simulator reads)
   that fit the marked tokens best: "the token right after the keyword return".
 - `lexer+token_list`: the best description and the top tokens in one phrase: "text inside a
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .prompts import fact_counts
-from .simulators.literal import MAX_NAME
+from .simulators.literal import MAX_NAME, STRONGEST_FIRST
 
 LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS = "llm", "token_list", "lexer", "lexer+token_list"
 WRITERS = (LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS)
@@ -86,9 +87,10 @@ def named_list(tokens: Sequence[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def token_list_text(tokens: Sequence[str]) -> str:
-    """"the token `a`" or "the tokens `a`, `b` and `c`"."""
-    return f"the token{'s' if len(tokens) > 1 else ''} {named_list(tokens)}"
+def token_list_text(tokens: Sequence[str], ordered: bool = False) -> str:
+    """"the token `a`", "the tokens `a`, `b` and `c`", or with `ordered` "..., strongest first"."""
+    text = f"the token{'s' if len(tokens) > 1 else ''} {named_list(tokens)}"
+    return f"{text}, {STRONGEST_FIRST}" if ordered and len(tokens) > 1 else text
 
 
 def cheap_candidates(records: Sequence[Any], threshold: int, few: bool = False) -> list[Candidate]:
@@ -98,6 +100,8 @@ def cheap_candidates(records: Sequence[Any], threshold: int, few: bool = False) 
     tokens = top_tokens(records)
     lengths = sorted({min(n, len(tokens)) for n in (FEW_LENGTHS if few else LIST_LENGTHS)} - {0})
     out = [Candidate(token_list_text(tokens[:n]), writer=TOKEN_LIST) for n in lengths]
+    if not few:  # the same lists in order of mean activation, which the simulator reads as graded
+        out += [Candidate(token_list_text(tokens[:n], ordered=True), writer=TOKEN_LIST) for n in lengths if n > 1]
     facts = [f for f, _, _ in fact_counts(records, threshold)[:1 if few else LEXER_FACTS]] if tokens else []
     out += [Candidate(f, writer=LEXER) for f in facts]
     if facts:

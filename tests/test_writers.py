@@ -151,3 +151,13 @@ def test_the_list_simulator_predicts_the_tokens_a_plain_list_names():
     assert with_lists[on].min() > with_lists[~on].max()
     assert with_lists[on].mean() - with_lists[~on].mean() > without[on].mean() - without[~on].mean()
     assert EmbeddingSimulator(lists=True).version != EmbeddingSimulator(lists=False).version
+
+
+def test_a_list_in_order_of_strength_is_read_as_graded():
+    from explainer.simulators.literal import literal_weights
+    from explainer.writers import token_list_text
+
+    text = token_list_text(["self", "x", "cls"], ordered=True)
+    assert text == "the tokens `self`, `x` and `cls`, strongest first"
+    assert literal_weights(text) == {"self": 1.0, "x": 0.75, "cls": 0.5}
+    assert literal_weights(token_list_text(["self", "x"])) == {"self": 1.0, "x": 1.0}

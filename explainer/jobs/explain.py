@@ -205,8 +205,12 @@ class _Job:
                                 attribute=lambda i: working_on(self._id(nid, LLM, i), nid), extra=extra)
         items: list[Item] = []
         for i, cand in enumerate(found.candidates):
+            failure = cand.failure
+            if found.chosen is None and i == 0:  # the node failed: every candidate's reason, once each
+                reasons = list(dict.fromkeys(c.failure or "no score" for c in found.candidates))
+                failure = f"all {len(found.candidates)} candidates failed: " + "; ".join(reasons)[:800]
             row = self._row(nid, LLM, writer=cand.writer, candidate=i, text=cand.text, selected=found.selected(i),
-                            failure=cand.failure, raw_text=cand.raw_text)
+                            failure=failure, raw_text=cand.raw_text)
             items.append(explanation_item(row, windows, found.scored.get(i)))
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))

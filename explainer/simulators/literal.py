@@ -15,8 +15,13 @@ example", "for instance", "including" or "namely", its items are separated by co
 or "/", and it ends at ";", ")", the end of a sentence, or the first item of several words (whose
 first word still counts, unless it is an article: "such as the name of a class" names nothing).
 
+A list said to be in order ("the tokens `a`, `b` and `c`, strongest first") is graded: the first
+named token weighs 1, the last GRADED_LAST, linearly in between (`literal_weights`); a plain list
+weighs 1 for every token it names.
+
     named_tokens("the tokens `os` and 'path'")  ->  {"os", "path"}
     named_tokens("names such as int, str and List", lists=True)  ->  {"int", "str", "List"}
+    literal_weights("the tokens `a`, `b` and `c`, strongest first")  ->  {"a": 1.0, "b": 0.75, "c": 0.5}
     literal_hits(["import", " os", "."], {"os"})  ->  [False, True, False]
 """
 
@@ -65,6 +70,24 @@ def named_tokens(explanation: str, lists: bool = False) -> frozenset[str]:
         found.append(whole.group(1).strip("'\""))
     named = frozenset(n.strip() for n in found if n.strip() and len(n.strip()) <= MAX_NAME)
     return named | listed_tokens(rest) if lists else named
+
+
+GRADED_LAST = 0.5  # the weight of the last token of a list said to be in order of strength
+STRONGEST_FIRST = "strongest first"
+_ORDERED = re.compile(r"strongest first|in order of strength", re.I)
+
+
+def literal_weights(explanation: str, lists: bool = False) -> dict[str, float]:
+    """Each named token's weight: 1, or in a list said to be in order of strength, from 1 for the
+    first backticked or quoted name down to GRADED_LAST for the last."""
+    names = named_tokens(explanation, lists)
+    if not _ORDERED.search(explanation):
+        return {n: 1.0 for n in names}
+    order = list(dict.fromkeys(n.strip() for n in _BACKTICKED.findall(explanation) if n.strip() in names))
+    step = (1.0 - GRADED_LAST) / (len(order) - 1) if len(order) > 1 else 0.0
+    out = {n: 1.0 for n in names}
+    out.update({n: 1.0 - i * step for i, n in enumerate(order)})
+    return out
 
 
 def literal_hits(tokens: Sequence[str], names: Collection[str]) -> list[bool]:
