@@ -34,7 +34,8 @@ _D = DemoSettings()
 @db_option
 def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm, device, fmt):
     """Train the demo model, prune every task it learned, explain the circuit nodes with the
-    embedded LLM (the 40 highest-ranked per circuit by default; --max-nodes 0 for all), write the
+    embedded LLM (the 20 highest-ranked per circuit by default, best of 8 plus the
+    candidates written without an LLM; --max-nodes 0 for all), write the
     HTML report and print a summary; 13 to 19 minutes on 2 cores the first time, by CPU. Run it
     again and it reuses everything already done, even after an interruption.
 

@@ -45,11 +45,14 @@ class DemoSettings:
     target_loss: float = DEMO_TARGET_LOSS
     fallback_target_loss: float | None = FALLBACK_TARGET_LOSS  # when no task reaches target_loss; None: stop there
     # The demo model's circuits have hundreds of nodes and the embedded LLM needs seconds per node,
-    # so the demo explains each circuit's highest-ranked nodes (None: all of them).
-    max_nodes_per_task: int | None = 40
+    # so the demo explains each circuit's highest-ranked nodes (None: all of them). Fewer nodes with
+    # more candidates and windows (README, "What the demo's explanations are worth"): 8 LLM
+    # candidates plus the other writers', all picked on 10 + 10 calibrate windows and scored on
+    # 10 + 10, from 10 explain windows (which also make the token lists and token lookup surer).
+    max_nodes_per_task: int | None = 20
     prune: PruneSettings = field(default_factory=lambda: PruneSettings(target_loss=DEMO_TARGET_LOSS))
     explain: ExplainSettings = field(default_factory=lambda: ExplainSettings(
-        explanations_per_node=2, window=32, explain_windows=3, score_windows=3, calibrate_windows=3))
+        explanations_per_node=8, window=32, explain_windows=10, score_windows=10, calibrate_windows=10))
 
 
 def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClient | None = None,
