@@ -1,7 +1,7 @@
 """What the demo's explanations are worth, against token lookup on the same nodes and windows, side
 by side in one run (issue: "the explanation the tool stands behind beats the lookup table").
 
-For each setting, the demo's nodes (the top --nodes of each circuit the demo pruned) are explained
+For each setting, the demo's nodes (the top --nodes of each task's newest circuit) are explained
 again in a copy of the demo's database, with one loaded embedded LLM, and the script prints per
 setting: the selected explanations' mean held-out score, token lookup's on the same nodes, their
 ratio, the best LLM-written candidate of each node taken alone (and its ratio), which writers the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explainer.jobs.demo import DemoSettings, _nodes_to_explain  # noqa: E402
+from explainer.jobs.demo import DemoSettings  # noqa: E402
 from explainer.jobs.explain import ExplainSettings, explain_job  # noqa: E402
 from explainer.llm import make_client  # noqa: E402
 from explainer.prompts import fixed_text, load_prompt  # noqa: E402
@@ -88,9 +88,10 @@ def main() -> None:
     limit = args.nodes or demo.max_nodes_per_task
     with Store.open(args.db, read_only=True) as store:
         model = store.query("SELECT name FROM models ORDER BY created_at DESC LIMIT 1")[1][0][0]
-        tasks = sorted({r[0] for r in store.query("SELECT task FROM circuits WHERE model = ? AND settings_digest = ?",
-                                                 [model, demo.prune.digest()])[1]})
-        nodes = _nodes_to_explain(store, model, tasks, demo.prune.digest(), limit)
+        circuits = {t: c for t, c in store.newest_circuits(model).items() if c["status"] == "circuit"}
+        tasks = sorted(circuits)
+        nodes = list(dict.fromkeys(n["node_id"] for t in tasks
+                                   for n in store.circuit_nodes(circuits[t]["circuit_id"])[:limit]))
     print(f"{model}: {len(nodes)} nodes, the top {limit} of the circuits of {', '.join(tasks)}", flush=True)
     rows = []
     for text in args.setting or ["demo"]:
