@@ -113,7 +113,8 @@ def test_an_unanswerable_node_is_recorded_the_job_goes_on_and_retry_failed_redoe
         tmp_path, tiny_run, server, small_prompts):
     db = tmp_path / "c.duckdb"
     server.add_rule("500", kind="explain", times=2)  # the first node's explanation, on both attempts
-    code, _, err = _run(db, tiny_run, server, small_prompts, "--max-attempts", "2")
+    # --llm-only: with the other writers' candidates in the pool, the node would still get an explanation
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--max-attempts", "2", "--llm-only")
     assert code == 0, err
     assert "3 nodes explained, 0 already done, 1 failed" in err and "--retry-failed" in err
     failed = _q(db, "SELECT node_id, text, failure FROM explanations WHERE kind = 'llm' AND failure IS NOT NULL")
@@ -123,7 +124,7 @@ def test_an_unanswerable_node_is_recorded_the_job_goes_on_and_retry_failed_redoe
     assert job == (3, 1, 1)
 
     server.reset()
-    code, _, err = _run(db, tiny_run, server, small_prompts, "--max-attempts", "2", "--retry-failed")
+    code, _, err = _run(db, tiny_run, server, small_prompts, "--max-attempts", "2", "--retry-failed", "--llm-only")
     assert code == 0, err
     assert "1 nodes explained, 2 already done, 0 failed" in err
     assert server.count(kind="explain") == 1
