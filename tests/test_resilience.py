@@ -303,7 +303,7 @@ def test_best_of_k_by_default_is_sized_for_the_simulator(tmp_path, tiny_run, ser
     r = CliRunner().invoke(main, args, env={"OPENAI_API_KEY": SECRET})
     assert r.exit_code == 0, r.stderr
     rows = _q(tmp_path / "c.duckdb", "SELECT candidate, settings->>'$.explanations_per_node', "
-              "settings->>'$.calibrate_windows' FROM explanations WHERE kind = 'llm' ORDER BY candidate")
+              "settings->>'$.calibrate_windows' FROM explanations WHERE kind = 'llm' AND writer = 'llm' ORDER BY candidate")
     assert [row[0] for row in rows] == list(range(k))
     assert {(row[1], row[2]) for row in rows} == {(str(k), str(calibrate))}
     assert server.count(kind="explain") == k
