@@ -9,7 +9,7 @@ selected explanations come from, how many selected texts the reply check would r
 and seconds per node. Undefined scores count as 0, as in the demo summary.
 
     python bench/demo_explanations.py --db circuits.duckdb --run runs/demo \
-        --setting demo --setting k=8,explain=10,calibrate=10,score=10 [--nodes 20] [--llm-only-too]
+        --setting demo --setting k=8,explain=10,calibrate=10,score=10 [--nodes 20]
 
 A setting is `demo` (the demo's own ExplainSettings) or comma-separated overrides of it: k (best of
 k), explain, calibrate, score (window counts), window (tokens); `llm_only` pools the LLM alone.

@@ -203,20 +203,21 @@ async def best_of_k(explainer: Explainer, simulator: Simulator, windows: Windows
     ctx = attribute or (lambda i: contextlib.nullcontext())
     written: dict[int, Candidate] = {}
     scored: dict[int, ScoredExplanation] = {}
+
+    async def calibrate(i: int) -> None:
+        with ctx(i):
+            cal = await simulate_split(simulator, written[i].text, windows.calibrate)
+        scored[i] = score_simulations(written[i].text, windows, {CALIBRATE: cal} if windows.calibrate else {})
+
     for batch in explainer.batches(k):
         with ctx(batch[0]):  # a request for several candidates is counted with the first of them
             written.update(zip(batch, await explainer.candidates(windows.explain, batch, seed=seed)))
         for i in batch:
-            if written[i].text is None:
-                continue
-            with ctx(i):
-                cal = await simulate_split(simulator, written[i].text, windows.calibrate)
-            scored[i] = score_simulations(written[i].text, windows, {CALIBRATE: cal} if windows.calibrate else {})
+            if written[i].text is not None:
+                await calibrate(i)
     for i, cand in enumerate(extra, start=k):
         written[i] = cand
-        with ctx(i):
-            cal = await simulate_split(simulator, cand.text, windows.calibrate)
-        scored[i] = score_simulations(cand.text, windows, {CALIBRATE: cal} if windows.calibrate else {})
+        await calibrate(i)
 
     def key(i: int) -> tuple[float, int]:
         found = scored[i].scores.get(CALIBRATE)

@@ -343,14 +343,12 @@ _FIXED: dict[str, FixedText] = {}
 def fixed_text(prompt: Prompt) -> FixedText:
     """The prompt's fixed text, the pieces its replies are checked against (`replies`): its system
     message, its instruction, the leads it strips, and the labels it prints around the data."""
-    if not (prompt["system"].strip() or prompt["instruction"].strip()):
-        raise UserError(f"prompt file {prompt.name}.json has no fixed text (system, instruction) to check the "
-                        f"explainer's replies against; fix it or restore prompts/")
-    if prompt["format"] == "marked":
-        labels = [MOST_MARKED, MARKED_OF_SEEN, BEFORE_MARKED, FACTS_FIT, FACT_FITS]
-    else:
-        labels = [NEURON, ACTIVATIONS, ZEROS_LEFT_OUT]
     if prompt.version not in _FIXED:
+        if not (prompt["system"].strip() or prompt["instruction"].strip()):
+            raise UserError(f"prompt file {prompt.name}.json has no fixed text (system, instruction) to check the "
+                            f"explainer's replies against; fix it or restore prompts/")
+        labels = [MOST_MARKED, MARKED_OF_SEEN, BEFORE_MARKED, FACTS_FIT, FACT_FITS] if prompt["format"] == "marked" \
+            else [NEURON, ACTIVATIONS, ZEROS_LEFT_OUT]
         _FIXED[prompt.version] = FixedText([prompt["system"], prompt["instruction"], " / ".join(prompt["strip_leads"]),
                                             " / ".join(labels)])
     return _FIXED[prompt.version]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -191,27 +191,36 @@ def token_lookup_predictions(explain_records: Sequence[Any], score_records: Sequ
     per score record (score them with `pooled_correlation`), or None if the explanation windows
     hold no tokens.
     """
+    means, _, global_mean = token_means(explain_records)
+    if global_mean is None:
+        return None
+    out = []
+    for rec in score_records:
+        tokens, _ = _tokens_and_acts(rec)
+        out.append(np.array([means.get(t, global_mean) for t in tokens], dtype=np.float64))
+    return out
+
+
+def token_means(records: Sequence[Any], key: Callable[[str], str] | None = None
+                ) -> tuple[dict[str, float], dict[str, int], float | None]:
+    """Each token's mean activation over `records` (tokens grouped by `key(token)`, by their text
+    when None), how often each appears, and the mean over all tokens (None when there are none).
+    Token lookup predicts with these; the token-list writer names the tokens with the highest."""
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     total, n = 0.0, 0
-    for rec in explain_records:
+    for rec in records:
         tokens, acts = _tokens_and_acts(rec)
         acts = _vector(acts)
         if len(tokens) != acts.size:
             raise ValueError(f"record has {len(tokens)} tokens but {acts.size} activations")
         for tok, a in zip(tokens, acts):
-            sums[tok] = sums.get(tok, 0.0) + float(a)
-            counts[tok] = counts.get(tok, 0) + 1
+            k = key(tok) if key else tok
+            sums[k] = sums.get(k, 0.0) + float(a)
+            counts[k] = counts.get(k, 0) + 1
         total += float(acts.sum())
         n += acts.size
-    if n == 0:
-        return None
-    global_mean = total / n
-    out = []
-    for rec in score_records:
-        tokens, _ = _tokens_and_acts(rec)
-        out.append(np.array([sums[t] / counts[t] if t in counts else global_mean for t in tokens], dtype=np.float64))
-    return out
+    return {k: sums[k] / counts[k] for k in sums}, counts, (total / n if n else None)
 
 
 def mean_defined(values: Sequence[float | None]) -> float | None:

