@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any, Sequence
 
 from .llm import PREFILL, SAMPLES, LLMClient, LLMOutputError, LLMRequestError, is_fatal
-from .prompts import Prompt, explain_request, load_prompt, marked_counts, parse_explanation
+from .prompts import Prompt, explain_request, fixed_text, load_prompt, marked_counts, parse_explanation
 from .writers import Candidate
 
 DEFAULT_PROMPT = "explain_marked_facts"  # chosen by measurement on the training rules: README, "Best of k"
@@ -23,6 +23,8 @@ class Explainer:
         by `+` (views): candidate i is written from view i % n, so best-of-k draws on each view."""
         self.client = client
         self.views: list[Prompt] = [load_prompt(name, prompts_dir) for name in prompt_name.split("+")]
+        for view in self.views:
+            fixed_text(view)  # a prompt whose replies cannot be checked is one error line now, not mid-job
 
     @property
     def threshold(self) -> int:

@@ -69,6 +69,10 @@ def test_the_check_comes_from_the_prompt_file_not_a_list_of_bad_replies(tmp_path
     (tmp_path / "empty.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match="no fixed text"):
         fixed_text(load_prompt("empty", str(tmp_path)))
+    from explainer.explain import Explainer
+
+    with pytest.raises(UserError, match="no fixed text"):  # when the job starts, not at the first reply
+        Explainer(None, str(tmp_path), "empty")
 
 
 # ---- cheap candidates ---------------------------------------------------------------------------
