@@ -235,8 +235,9 @@ def _scores_section(model: str, explained: dict[str, Explained]) -> str:
         med = vals[len(vals) // 2] if vals else None
         rows.append([f'<span class="swatch kind-{k}"></span>{esc(k)}', num(len(vals) + undefined[k]), num(len(vals)),
                      num(undefined[k]), num(mean, 3), num(med, 3)])
-    return (f'<section class="scores"><h3>Explanation scores: LLM against baselines</h3>'
-            "<p>One count per node and kind (its selected explanation). <em>undefined</em>: no score "
+    return (f'<section class="scores"><h3>Explanation scores: the selected explanation against baselines</h3>'
+            "<p>One count per node and kind (its selected explanation; kind llm is the best of the LLM's candidates "
+            "and those written without an LLM, its writer is on the node's card). <em>undefined</em>: no score "
             "(a failed explanation or simulation, or a constant activation), counted apart, never as 0.</p>"
             + histogram_svg(slug("hist", model), model, scores, undefined)
             + table(["kind", "explanations", "scored", "undefined", "mean", "median"], rows, "hist-table")
@@ -340,6 +341,8 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
             name = f'<a href="#{esc(card_ids[nid])}">{name}</a>'
         text = ("—" if best is None else esc(best["text"]) if best["text"] is not None
                 else f'<span class="fail">{esc(best["failure"])}</span>')
+        if best is not None and best.get("writer"):
+            text += f' <span class="muted">({esc(best["writer"])})</span>'
         rows.append([str(numbers[nid]), name, f'<span class="expl">{text}</span>',
                      num(ex.best_score(LLM), 3), num(ex.best_score(TOKEN_LOOKUP), 3),
                      num(ex.best_score(SHUFFLED), 3)])
@@ -349,7 +352,8 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
     if len(order) > len(cd.cards):
         more += (f"<p class='note'>Heatmap cards for the best {len(cd.cards)} of {len(order)} explained nodes "
                  f"(by LLM score); the others are listed above only.</p>")
-    expl_html = (table(["#", "node", "best LLM explanation", "LLM", "token_lookup", "shuffled"], rows, "node-table") + more
+    expl_html = (table(["#", "node", "selected explanation (writer)", "llm", "token_lookup", "shuffled"], rows,
+                       "node-table") + more
                  if rows else f"<p class='muted'>No node of this circuit is explained yet; run "
                               f"<code>circuits explain {esc(model)} --task {esc(c['task'])}</code>.</p>")
     older_html = ""
@@ -393,7 +397,7 @@ def model_section(d: ModelData) -> tuple[str, str]:
                    f'<span class="muted">({num(c["n_nodes"])} nodes)</span></li>')
     if d.card_nodes:
         body.append(f'<section class="nodes" id="{esc(muid)}-nodes"><h3>Explained nodes of {esc(model)}</h3>'
-                    "<p class='note'>Heatmaps: the held-out score windows (top and random) the best LLM explanation was "
+                    "<p class='note'>Heatmaps: the held-out score windows (top and random) the selected explanation was "
                     "scored on. Left: the real activation, shaded by |activation| / the node's largest |activation| "
                     "(<span class='swatch h9'></span>positive, <span class='swatch n9'></span>negative); right: the "
                     "simulated activation from the explanation alone, shaded by value / the largest prediction. "
