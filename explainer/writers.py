@@ -6,10 +6,11 @@ when the LLM does not find it, and a node about a position or a meaning can stil
 Writers (the `writer` column of `explanations`):
 
 - `llm`: the explainer LLM (`explain.Explainer`).
-- `token_list`: the tokens with the highest mean activation over the explain windows, named in
-  backticks so the simulator reads them literally: "the tokens `'`, `\"` and `('`". One candidate per
-  list length (LIST_LENGTHS), and the same lists "strongest first" (in order of mean activation,
-  which the simulator reads as graded); the calibrate split picks, as it picks any candidate.
+- `token_list`: the tokens that best account for the explain windows' activations (`top_tokens`),
+  named in backticks so the simulator reads them literally: "the tokens `'`, `\"` and `('`". One
+  candidate per list length (LIST_LENGTHS), and the same lists "strongest first" (in order of mean
+  activation, which the simulator reads as graded); the calibrate split picks, as it picks any
+  candidate.
 - `lexer`: the lexer descriptions (`prompts.fact_counts`, the facts the embedding simulator reads)
   that fit the marked tokens best: "the token right after the keyword return".
 - `lexer+token_list`: the best description and the top tokens in one phrase: "text inside a
@@ -31,7 +32,7 @@ from .simulators.literal import MAX_NAME, STRONGEST_FIRST
 
 LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS = "llm", "token_list", "lexer", "lexer+token_list"
 WRITERS = (LLM_WRITER, TOKEN_LIST, LEXER, LEXER_TOKENS)
-WRITERS_VERSION = 1  # part of the explain job's settings: a change here never mixes with earlier rows
+WRITERS_VERSION = 2  # part of the explain job's settings: a change here never mixes with earlier rows
 MAX_NAMED = 8  # tokens a phrase names at most
 LIST_LENGTHS = (1, 2, 3, 4, 6, 8)  # token_list candidates, one per length
 FEW_LENGTHS = (3,)  # the token list when each candidate costs an LLM simulation
@@ -58,12 +59,23 @@ def nameable(token: str) -> bool:
 
 
 def top_tokens(records: Sequence[Any], n: int = MAX_NAMED) -> list[str]:
-    """The n token texts (stripped of spaces) with the highest mean activation over `records`
-    (`scoring.token_means`, as token lookup computes them), only nameable ones whose mean is above
-    the mean of all tokens; ties: the more frequent, then the text."""
+    """The n token texts (stripped of spaces) that best account for the activations of `records`,
+    in order of evidence: each token's mean activation above the mean of all tokens
+    (`scoring.token_means`, as token lookup computes them), times the square root of how often it
+    appears, so that a token seen once at a high value does not outrank one seen often at nearly
+    as high a value (docs/method.md, "Writers"). Only nameable tokens whose mean is above the mean
+    of all tokens; ties: the more frequent, then the text."""
     means, counts, overall = token_means(records, key=str.strip)
-    ranked = sorted((t for t in means if nameable(t)), key=lambda t: (-means[t], -counts[t], t))
-    return [t for t in ranked if overall is not None and means[t] > overall][:n]
+    if overall is None:
+        return []
+    above = [t for t in means if nameable(t) and means[t] > overall]
+    return sorted(above, key=lambda t: (-(means[t] - overall) * counts[t] ** 0.5, -counts[t], t))[:n]
+
+
+def strongest_first(records: Sequence[Any], tokens: Sequence[str]) -> list[str]:
+    """`tokens` reordered by their mean activation over `records`, highest first."""
+    means, _, _ = token_means(records, key=str.strip)
+    return sorted(tokens, key=lambda t: -means.get(t, float("-inf")))
 
 
 def named_list(tokens: Sequence[str]) -> str:
@@ -86,7 +98,8 @@ def cheap_candidates(records: Sequence[Any], threshold: int, few: bool = False) 
     lengths = sorted({min(n, len(tokens)) for n in (FEW_LENGTHS if few else LIST_LENGTHS)} - {0})
     out = [Candidate(token_list_text(tokens[:n]), writer=TOKEN_LIST) for n in lengths]
     if not few:  # the same lists in order of mean activation, which the simulator reads as graded
-        out += [Candidate(token_list_text(tokens[:n], ordered=True), writer=TOKEN_LIST) for n in lengths if n > 1]
+        out += [Candidate(token_list_text(strongest_first(records, tokens[:n]), ordered=True), writer=TOKEN_LIST)
+                for n in lengths if n > 1]
     facts = [f for f, _, _ in fact_counts(records, threshold)[:1 if few else LEXER_FACTS]] if tokens else []
     out += [Candidate(f, writer=LEXER) for f in facts]
     if facts:

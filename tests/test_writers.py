@@ -96,6 +96,16 @@ def test_the_token_list_names_the_top_tokens_by_mean_activation_in_backticks():
     assert named_tokens(lists[1].text) == {"self", "x"}  # the simulator reads what the list names
 
 
+def test_a_token_seen_often_outranks_one_seen_once_at_a_slightly_higher_value():
+    """Ranked by evidence (mean above the overall mean, times the square root of the count); a
+    list said to be strongest first is still in order of mean activation."""
+    records = [_record([("rare", 10), ("a", 0), ("b", 0), ("c", 0)])] + \
+        [_record([("often", 9), ("a", 0), ("b", 0), ("c", 0)]) for _ in range(4)]
+    assert top_tokens(records) == ["often", "rare"]
+    ordered = [c.text for c in cheap_candidates(records, threshold=5) if "strongest first" in c.text]
+    assert ordered == ["the tokens `rare` and `often`, strongest first"]
+
+
 def test_the_lexer_description_fits_the_marked_tokens():
     cands = cheap_candidates(RECORDS, threshold=5)
     lexer = [c.text for c in cands if c.writer == LEXER]
