@@ -37,10 +37,10 @@ def main() -> None:
         full = loss_with(run.model, task.val)[0]
         target = min(0.15, math.log(2) - 1e-3) if full <= 0.15 else min(full * 1.05, math.log(2) - 1e-3)
         settings = PruneSettings(target_loss=target)
-        scores = learn_scores(run.model, task, means, settings)
+        scores, evidence = learn_scores(run.model, task, means, settings)
         t2 = time.perf_counter()
         sel, held = split_val(task)
-        ranked = rank_nodes(scores)
+        ranked = rank_nodes(scores, evidence)
         k, _ = bisect_keep(run.model, ranked, sel, means, target)
         kept = [(l, i) for l, i, _ in ranked[:k]]
         loss_with(run.model, held, means, keep_masks(run.model.cfg, kept))

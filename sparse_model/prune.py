@@ -39,6 +39,7 @@ from safetensors.torch import load_file, save_file
 from .failpoints import failpoint
 from .progress import progress_bar
 
+from .edges import circuit_edges, count_edges
 from .errors import UserError
 from .model import SparseGPT, node_locations
 from .tasks import Task, TaskExamples, task_logit_diff
@@ -181,7 +182,14 @@ class Circuit:
     seconds: float = 0.0
     selected_nodes: int | None = None  # size chosen on the selection pairs, before growing
     grown_nodes: int = 0  # nodes added so that held-out pairs meet the target
-    note: str | None = None  # why a circuit is not sufficient
+    note: str | None = None  # why a circuit is not sufficient, or not a circuit
+    baseline_nodes: int | None = None  # nodes a random ranking needs to meet the same target (`random_baseline`)
+    search: list = field(default_factory=list)  # prune_search.SearchPoint: every setting a search tried
+    search_settings: object | None = None  # prune_search.SearchSettings of the search that found it
+
+    def digest(self) -> str:
+        """The settings digest that names this circuit: the search's when a search found it."""
+        return (self.search_settings or self.settings).digest()
 
     @property
     def sufficient(self) -> bool | None:
@@ -224,12 +232,15 @@ def keep_masks(cfg, kept: list[tuple[str, int]], invert: bool = False) -> dict[s
 
 
 def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s: PruneSettings,
-                 progress: bool = False) -> dict[str, torch.Tensor]:
-    """Train one score tau per node; returns the final scores per location."""
+                 progress: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Train one score tau per node. Returns the final scores per location, and each node's
+    evidence: the sum over steps of the task loss's pull on its score (minus its gradient without
+    the penalty term), which orders nodes whose scores tie, at a clamp or by moving in lockstep."""
     gen = torch.Generator().manual_seed(s.seed)
     device = next(model.parameters()).device  # the scores are drawn on CPU, so every device starts alike
     taus = {loc: torch.nn.Parameter((s.init_mean + s.init_std * torch.randn(units, generator=gen)).to(device))
             for loc, units in node_locations(model.cfg).items()}
+    evidence = {loc: torch.zeros_like(t) for loc, t in taus.items()}
     opt = torch.optim.AdamW(taus.values(), lr=s.lr, betas=(0.9, s.beta2), weight_decay=s.weight_decay)
     n_pairs = len(task.train) // 2
     for p in model.parameters():
@@ -260,6 +271,10 @@ def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s
                 loss = torch.nn.functional.softplus(-diff).mean() + s.k_coef * n_kept
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                with torch.no_grad():  # the penalty's gradient is k_coef x sigmoid'(tau); the rest is the task's
+                    for loc, t in taus.items():
+                        sig = torch.sigmoid(t)
+                        evidence[loc] -= t.grad - s.k_coef * sig * (1 - sig)
                 torch.nn.utils.clip_grad_norm_(list(taus.values()), s.grad_clip)
                 opt.step()
                 with torch.no_grad():
@@ -268,14 +283,18 @@ def learn_scores(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s
     finally:
         for p in model.parameters():
             p.requires_grad_(True)
-    return {loc: t.detach().clone() for loc, t in taus.items()}
+    return {loc: t.detach().clone() for loc, t in taus.items()}, {loc: e.cpu() for loc, e in evidence.items()}
 
 
-def rank_nodes(scores: dict[str, torch.Tensor]) -> list[tuple[str, int, float]]:
-    """All nodes, highest score first (ties broken by forward order, then index)."""
+def rank_nodes(scores: dict[str, torch.Tensor], evidence: dict[str, torch.Tensor] | None = None,
+               decimals: int = 2) -> list[tuple[str, int, float]]:
+    """All nodes, highest score first. Scores equal to `decimals` places (at the clamp, or moved in
+    lockstep by Adam when the penalty dominates) are ordered by `evidence`, most first; only then by
+    forward order and index, so no tie decides by where a node sits in the model."""
     order = {loc: i for i, loc in enumerate(scores)}
+    ev = {loc: evidence[loc].tolist() for loc in scores} if evidence is not None else None
     flat = [(loc, i, float(v)) for loc, t in scores.items() for i, v in enumerate(t.tolist())]
-    return sorted(flat, key=lambda n: (-n[2], order[n[0]], n[1]))
+    return sorted(flat, key=lambda n: (-round(n[2], decimals), -(ev[n[0]][n[1]] if ev else 0.0), order[n[0]], n[1]))
 
 
 def bisect_keep(model: SparseGPT, ranked: list[tuple[str, int, float]], examples: TaskExamples,
@@ -312,64 +331,41 @@ def control_keep(model: SparseGPT, ranked: list[tuple[str, int, float]], example
     return k, losses[k]
 
 
-def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[tuple[str, int, str, int, float, str]]:
-    """Every nonzero weight joining two kept nodes.
+@dataclass
+class Trial:
+    """One run of the pruner with one setting: its node ranking, the size bisection chose on the
+    selection pairs, the size after growing to meet the held-out pairs, and the losses."""
 
-    Within a block: residual read -> q/k/v channel (W_q, W_k, W_v), value channel -> attention write
-    (W_o), residual read -> MLP neuron (W_fc), neuron -> MLP write (W_proj). Across blocks through the
-    residual stream: a written channel -> the same channel read later, weighted by the reading
-    RMSNorm's gain (kind "residual"). Query-key channel pairs interact through attention scores, not
-    a weight, and are not edges.
-    """
-    sets: dict[str, set[int]] = {}
-    for loc, i in kept:
-        sets.setdefault(loc, set()).add(i)
-    edges: list[tuple[str, int, str, int, float, str]] = []
+    ranked: list[tuple[str, int, float]]
+    selected: int
+    k: int
+    selection_loss: float
+    sufficiency_loss: float
+    sufficiency_accuracy: float
 
-    def matrix(src: str, dst: str, w: torch.Tensor, kind: str) -> None:  # w: (dst units, src units)
-        w = w.cpu()  # one copy, not one device read per entry
-        for d in sorted(sets.get(dst, ())):
-            for s_ in sorted(sets.get(src, ())):
-                v = float(w[d, s_])
-                if v != 0.0:
-                    edges.append((src, s_, dst, d, v, kind))
+    def kept(self) -> list[tuple[str, int]]:
+        return [(l, i) for l, i, _ in self.ranked[:self.k]]
 
-    reads: list[tuple[str, torch.Tensor]] = []  # (read location, its norm gain), in forward order
-    for i, block in enumerate(model.blocks):
-        reads += [(f"L{i}.attn.resid_read", block.ln_attn.weight.cpu()), (f"L{i}.mlp.resid_read", block.ln_mlp.weight.cpu())]
-    reads.append(("final.resid_read", model.ln_f.weight.cpu()))
-    writes = [(f"L{i}.attn.resid_write", 2 * i + 1) for i in range(model.cfg.n_layer)] + \
-             [(f"L{i}.mlp.resid_write", 2 * i + 2) for i in range(model.cfg.n_layer)]
-
-    with torch.no_grad():
-        for i, block in enumerate(model.blocks):
-            a, m = f"L{i}.attn", f"L{i}.mlp"
-            for ch, lin in (("q", block.attn.q), ("k", block.attn.k), ("v", block.attn.v)):
-                matrix(f"{a}.resid_read", f"{a}.{ch}", lin.weight, "weight")
-            matrix(f"{a}.v", f"{a}.resid_write", block.attn.o.weight, "weight")
-            matrix(f"{m}.resid_read", f"{m}.neuron", block.mlp.fc.weight, "weight")
-            matrix(f"{m}.neuron", f"{m}.resid_write", block.mlp.proj.weight, "weight")
-        for write, first_read in writes:
-            for read, gain in reads[first_read:]:
-                for c in sorted(sets.get(write, set()) & sets.get(read, set())):
-                    if float(gain[c]) != 0.0:
-                        edges.append((write, c, read, c, float(gain[c]), "residual"))
-    return edges
+    def edge_count(self, model: SparseGPT) -> int:
+        return count_edges(model, self.kept())
 
 
-def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
-          progress: bool = False) -> Circuit:
-    """Find, discretise and verify the circuit of one task."""
-    t0 = time.perf_counter()
+def gate(model: SparseGPT, task: Task, settings: PruneSettings, t0: float) -> Circuit | None:
+    """The `not_learned` circuit of a task whose unpruned loss is above the target (None: go on)."""
+    full_loss, full_acc = loss_with(model, task.val)
+    if full_loss > settings.target_loss and not task.random_labels:
+        n_nodes = sum(node_locations(model.cfg).values())
+        return Circuit(task.name, "not_learned", settings, full_loss, full_acc, n_nodes, seconds=time.perf_counter() - t0)
+    return None
+
+
+def try_settings(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
+                 progress: bool = False) -> Trial:
+    """Learn the scores, bisect the size on the selection pairs, grow it to meet the held-out pairs."""
     model.eval()
     selection, held = split_val(task)
-    full_loss, full_acc = loss_with(model, task.val)
-    n_nodes = sum(node_locations(model.cfg).values())
-    if full_loss > settings.target_loss and not task.random_labels:
-        return Circuit(task.name, "not_learned", settings, full_loss, full_acc, n_nodes, seconds=time.perf_counter() - t0)
-
-    scores = learn_scores(model, task, means, settings, progress)
-    ranked = rank_nodes(scores)
+    scores, evidence = learn_scores(model, task, means, settings, progress)
+    ranked = rank_nodes(scores, evidence)
     if task.random_labels:
         # A control with random labels: the full model cannot do it, so the question is whether pruning
         # alone manufactures a "circuit" that does. Loss need not fall with k here: search a grid.
@@ -380,16 +376,108 @@ def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings
     suff_loss, suff_acc = loss_with(model, held, means, keep_masks(model.cfg, [(l, i) for l, i, _ in ranked[:k]]))
     if not task.random_labels:
         k, suff_loss, suff_acc = grow_to_held_out(model, ranked, held, means, settings, k, suff_loss, suff_acc)
-    nodes = ranked[:k]
-    kept = [(l, i) for l, i, _ in nodes]
+    return Trial(ranked, selected, k, sel_loss, suff_loss, suff_acc)
+
+
+SHRINK_MAX = 512  # greedy shrinking tries one removal per kept node: only for sets up to this size
+
+
+def shrink(model: SparseGPT, trial: Trial, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
+           deadline: float | None = None) -> Trial:
+    """Greedy backward elimination on the selection pairs: try removing each kept node, lowest
+    ranked first, and leave it out when the rest still meets the bisection's target (with its
+    margin); then check the held-out pairs and grow as `try_settings` does. Stops trying at
+    `deadline` (a time.perf_counter() value). The ranking is reordered so that the kept nodes
+    come first, in their former order, and the removed ones right after them."""
+    selection, held = split_val(task)
+    target = settings.target_loss * (1 - settings.selection_margin)
+    kept = list(trial.ranked[:trial.k])
+    loss = trial.selection_loss
+    for node in reversed(trial.ranked[:trial.k]):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        rest = [n for n in kept if n is not node]
+        found = loss_with(model, selection, means, keep_masks(model.cfg, [(l, i) for l, i, _ in rest]))[0]
+        if found <= target:
+            kept, loss = rest, found
+    dropped = [n for n in trial.ranked[:trial.k] if n not in kept]
+    ranked = kept + dropped + trial.ranked[trial.k:]
+    k = len(kept)
+    suff_loss, suff_acc = loss_with(model, held, means, keep_masks(model.cfg, [(l, i) for l, i, _ in kept]))
+    k, suff_loss, suff_acc = grow_to_held_out(model, ranked, held, means, settings, k, suff_loss, suff_acc)
+    return Trial(ranked, len(kept), k, loss, suff_loss, suff_acc)
+
+
+def finish_circuit(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
+                   trial: Trial, t0: float) -> Circuit:
+    """The circuit of a trial: edges, necessity, the random-ranking baseline and an honest status."""
+    _, held = split_val(task)
+    full_loss, full_acc = loss_with(model, task.val)
+    n_nodes = sum(node_locations(model.cfg).values())
+    kept = trial.kept()
     nec_loss, _ = loss_with(model, held, means, keep_masks(model.cfg, kept, invert=True))
-    status = "control" if task.random_labels else "circuit"
-    note = None
-    if status == "circuit" and suff_loss > settings.target_loss:
-        note = (f"held-out sufficiency loss {suff_loss:.3f} is above the target {settings.target_loss:g} "
-                f"even after growing from {selected} to {k} nodes")
-    return Circuit(task.name, status, settings, full_loss, full_acc, n_nodes, sel_loss, suff_loss, suff_acc, nec_loss,
-                   nodes, circuit_edges(model, kept), time.perf_counter() - t0, selected, k - selected, note)
+    c = Circuit(task.name, "control" if task.random_labels else "circuit", settings, full_loss, full_acc, n_nodes,
+                trial.selection_loss, trial.sufficiency_loss, trial.sufficiency_accuracy, nec_loss, trial.ranked[:trial.k],
+                circuit_edges(model, kept), 0.0, trial.selected, trial.k - trial.selected)
+    if c.status == "circuit" and trial.sufficiency_loss > settings.target_loss:
+        c.note = (f"held-out sufficiency loss {trial.sufficiency_loss:.3f} is above the target {settings.target_loss:g} "
+                  f"even after growing from {trial.selected} to {trial.k} nodes")
+    if c.status == "circuit":
+        c.baseline_nodes = random_baseline(model, task, means, settings)
+        c.status, why = label(trial.k, n_nodes, c.baseline_nodes)
+        c.note = why if why and c.note is None else c.note
+    c.seconds = time.perf_counter() - t0
+    return c
+
+
+def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
+          progress: bool = False) -> Circuit:
+    """Find, discretise and verify the circuit of one task with one setting (one point; a search
+    over settings is `prune_search.search`)."""
+    t0 = time.perf_counter()
+    model.eval()
+    head = gate(model, task, settings, t0)
+    if head is not None:
+        return head
+    return finish_circuit(model, task, means, settings, try_settings(model, task, means, settings, progress), t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Is it a circuit? (docs/method.md, "Not a circuit")
+
+MAX_SHARE = 0.25  # a set keeping more than this share of the model's nodes is not a circuit
+MAX_OF_BASELINE = 0.5  # nor one that is not at most this fraction of what a random ranking needs
+BASELINE_SEEDS = (0, 1, 2)  # random rankings; the baseline is their median size
+NO_SMALL_CIRCUIT = "no_small_circuit"
+
+
+def random_baseline(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings) -> int:
+    """How many nodes a random ranking needs to meet the target: the same bisection on the selection
+    pairs and growing on the held-out pairs as the pruner's, on random orders of all nodes; the
+    median over BASELINE_SEEDS (every node when the target is not met)."""
+    selection, held = split_val(task)
+    flat = [(loc, i, 0.0) for loc, units in node_locations(model.cfg).items() for i in range(units)]
+    sizes = []
+    for seed in BASELINE_SEEDS:
+        order = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed)).tolist()
+        ranked = [flat[j] for j in order]
+        k, _ = bisect_keep(model, ranked, selection, means, settings.target_loss * (1 - settings.selection_margin))
+        loss, acc = loss_with(model, held, means, keep_masks(model.cfg, [(l, i) for l, i, _ in ranked[:k]]))
+        k, loss, _ = grow_to_held_out(model, ranked, held, means, settings, k, loss, acc)
+        sizes.append(k if loss <= settings.target_loss else len(flat))
+    return sorted(sizes)[len(sizes) // 2]
+
+
+def label(nodes: int, candidates: int, baseline: int) -> tuple[str, str | None]:
+    """("circuit", None), or (NO_SMALL_CIRCUIT, why) for a set that keeps more than MAX_SHARE of the
+    model's nodes or is not at most MAX_OF_BASELINE of the random-ranking baseline."""
+    if nodes > MAX_SHARE * candidates:
+        return NO_SMALL_CIRCUIT, (f"keeps {nodes} of {candidates} nodes ({nodes / candidates:.0%}), more than "
+                                  f"{MAX_SHARE:.0%} of the model: no small circuit found")
+    if nodes > MAX_OF_BASELINE * baseline:
+        return NO_SMALL_CIRCUIT, (f"keeps {nodes} nodes where a random ranking needs {baseline}: not at most "
+                                  f"{MAX_OF_BASELINE:g}x chance, so the pruner found no small circuit")
+    return "circuit", None
 
 
 def grow_to_held_out(model: SparseGPT, ranked: list[tuple[str, int, float]], held: TaskExamples,

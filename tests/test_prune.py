@@ -1,4 +1,5 @@
-"""Pruning: the surrogate gradient, mean ablation, a planted circuit, stored circuits and edges, bad input."""
+"""Pruning: the surrogate gradient, mean ablation, a planted circuit, stored circuits and edges, the search
+over settings, honest labels, bad input."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from explainer.store import Store
 from sparse_model.errors import UserError
 from sparse_model.model import ModelConfig, SparseGPT, node_locations
 from sparse_model.nodes import Node
-from sparse_model.prune import (PruneSettings, ablation_hooks, circuit_loss, compute_means, grow_to_held_out, heaviside,
-                                keep_masks, loss_with, prune, split_val)
+from sparse_model.prune import (NO_SMALL_CIRCUIT, PruneSettings, ablation_hooks, circuit_loss, compute_means,
+                                grow_to_held_out, heaviside, keep_masks, label, loss_with, prune, rank_nodes, split_val)
+from sparse_model.prune_search import SearchSettings, search
 from sparse_model.tasks import Pair, Task, TaskExamples
 
 A, B, X, Y = 1, 2, 3, 4  # last token A -> answer X, last token B -> answer Y
@@ -220,3 +222,71 @@ def test_random_label_control_is_pruned_and_gets_no_sufficient_circuit():
     assert circuit.status == "control"
     assert circuit.full_loss > 0.15
     assert circuit.sufficiency_loss > 0.15 and not circuit.sufficient
+
+
+# ---- pruning that searches, honest labels --------------------------------------------------------
+
+
+def test_the_search_keeps_the_smallest_sufficient_point_it_tried_and_stores_every_point(tmp_path):
+    model, task = planted_model(), planted_task()
+    means = planted_means(model)
+    circuit = search(model, task, means, SearchSettings(PruneSettings(steps=300), budget_s=None, points=3))
+    points = circuit.search
+    assert len(points) >= 3 and sum(p.chosen for p in points) == 1
+    sufficient = [p for p in points if p.sufficient]
+    chosen = next(p for p in points if p.chosen)
+    assert chosen.nodes == min(p.nodes for p in sufficient) == len(circuit.nodes)
+    assert {(loc, i) for loc, i, _ in circuit.nodes} == PLANTED and circuit.status == "circuit"
+    assert circuit.baseline_nodes > len(PLANTED)  # a random order needs more than the planted five
+    with Store.open(tmp_path / "c.duckdb") as store:
+        store.save_nodes("planted", [{"node": Node(loc, i), "layer": 0, "mean": float(means[loc][i])}
+                                     for loc, units in node_locations(model.cfg).items() for i in range(units)])
+        row = save_circuit(store, "planted", circuit)
+        stored = store.prune_points(row["circuit_id"])
+        summary = store.query("SELECT status, baseline_nodes FROM circuit_summary")[1]
+    assert [(p["nodes"], p["chosen"]) for p in stored] == [(p.nodes, p.chosen) for p in points]
+    assert stored[0]["settings"]["steps"] == 300 and row["search_points"] == len(points)
+    assert summary == [("circuit", circuit.baseline_nodes)]
+
+
+def test_a_budget_too_small_for_one_point_is_one_clear_error():
+    model, task = planted_model(), planted_task()
+    with pytest.raises(UserError, match="too small for one search point.*--budget"):
+        search(model, task, planted_means(model), SearchSettings(PruneSettings(steps=300), budget_s=0.01))
+
+
+def test_ties_at_the_clamp_are_ordered_by_evidence_not_by_position_in_the_model():
+    scores = {"L0.attn.q": torch.tensor([1.0, 1.0, -1.0]), "L0.mlp.neuron": torch.tensor([1.0, 0.3])}
+    evidence = {"L0.attn.q": torch.tensor([0.1, 5.0, 9.0]), "L0.mlp.neuron": torch.tensor([3.0, 0.0])}
+    top = [(loc, i) for loc, i, _ in rank_nodes(scores, evidence)[:3]]
+    assert top == [("L0.attn.q", 1), ("L0.mlp.neuron", 0), ("L0.attn.q", 0)]
+    reversed_model = {loc: scores[loc] for loc in reversed(list(scores))}  # the other forward order
+    assert [(loc, i) for loc, i, _ in rank_nodes(reversed_model, evidence)[:3]] == top
+    assert [(loc, i) for loc, i, _ in rank_nodes(scores)[:3]][:2] == [("L0.attn.q", 0), ("L0.attn.q", 1)]  # without: position
+
+
+@pytest.mark.parametrize("nodes, candidates, baseline, status", [
+    (50, 4352, 4254, "circuit"), (4090, 4352, 4300, NO_SMALL_CIRCUIT),  # most of the model
+    (1200, 4352, 4300, NO_SMALL_CIRCUIT),  # over a quarter
+    (300, 4352, 500, NO_SMALL_CIRCUIT),  # not at most half of what a random order needs
+])
+def test_a_set_that_is_most_of_the_model_or_no_better_than_chance_is_not_a_circuit(nodes, candidates, baseline, status):
+    found, why = label(nodes, candidates, baseline)
+    assert found == status and (why is None) == (status == "circuit")
+
+
+def test_a_near_whole_model_set_is_stored_and_printed_as_no_small_circuit(tmp_path):
+    model, task = planted_model(), planted_task()
+    means = planted_means(model)
+    circuit = prune(model, task, means, PruneSettings(steps=300))
+    status, why = label(90, circuit.n_candidates, 95)
+    whole = dataclasses.replace(circuit, status=status, note=why, baseline_nodes=95)
+    db = tmp_path / "c.duckdb"
+    with Store.open(db) as store:
+        store.save_nodes("planted", [{"node": Node(loc, i), "layer": 0, "mean": float(means[loc][i])}
+                                     for loc, units in node_locations(model.cfg).items() for i in range(units)])
+        save_circuit(store, "planted", whole)
+    code, out, err = _cli(db, "circuits", "--csv")
+    assert code == 0, err
+    line = out.strip().splitlines()[1].split(",")
+    assert line[2] == NO_SMALL_CIRCUIT and line[4] == "95"

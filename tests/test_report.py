@@ -25,6 +25,7 @@ from fault_server import FaultServer
 from sparse_model.corpus import _is_val
 from sparse_model.errors import UserError
 from sparse_model.prune import PruneSettings
+from sparse_model.prune_search import SearchSettings
 from output import message_lines
 
 SECRET = "sk-test-report-0000"
@@ -158,7 +159,8 @@ def pipeline(tmp_path_factory, hostile_corpus, small_prompts):
     code, _, err = _cli(db, "tasks", str(run))
     assert code == 0, err
     with Store.open(db) as store:
-        (circuit,) = prune_job(store, run, ["random_control"], PruneSettings(k_coef=5e-5), progress=False)
+        (circuit,) = prune_job(store, run, ["random_control"], SearchSettings(PruneSettings(k_coef=5e-5), budget_s=None,
+                                                                              points=2), progress=False)
     assert circuit["n_nodes"] > 1
     with FaultServer() as server:
         code, _, err = _cli(db, "explain", str(run), "--task", "random_control", "--backend", "openai",
@@ -325,7 +327,7 @@ def _browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
-def test_the_report_renders_in_headless_chromium_and_no_script_from_data_runs(report, tmp_path):
+def test_the_report_renders_in_headless_chromium_and_no_script_from_data_runs(pipeline, report, tmp_path):
     url = report.path.resolve().as_uri()
     shot = tmp_path / "report.png"
     r = _browser(tmp_path, f"--screenshot={shot}", url)
@@ -342,9 +344,14 @@ def test_the_report_renders_in_headless_chromium_and_no_script_from_data_runs(re
     assert not re.search(r"<[a-z][^<>]*\sid=\"?pwned", dom)  # no payload touched the DOM
     assert "pwned" not in re.findall(r"<title>(.*?)</title>", dom)[0]
     for needle in ('class="circuit"', 'class="histogram"', 'class="model-card"', 'class="node-card"',
-                   'class="window"', 'id="toc"'):
+                   'class="window"', 'id="toc"', 'class="tradeoff"'):
         assert needle in dom, needle
     assert len(re.findall(r'<circle class="node ', dom)) == len(re.findall(r'<circle class="node ', report.html))
+    # the pruning search's size-against-loss plot: one mark per stored point, the chosen one ringed
+    points = _q(pipeline.db, "SELECT count(*), count(*) FILTER (WHERE chosen) FROM prune_points")[0]
+    assert points[0] >= 2 and points[1] == 1
+    drawn = re.findall(r'<(?:circle|rect) class="point[^"]*"', dom)
+    assert len(drawn) == points[0] and len([d for d in drawn if "chosen" in d]) == 1
 
 
 # ---- library, options and bad input ----------------------------------------------------------------------

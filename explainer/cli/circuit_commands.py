@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sparse_model.prune import PruneSettings
+from sparse_model.prune_search import SearchSettings
 
 from ..jobs.circuits import evaluate_tasks_job, prune_job
 
@@ -39,33 +40,46 @@ def tasks_command(run, tasks, target_loss, device, fmt):
 @click.option("--task", "tasks", multiple=True, help="Prune this task (repeatable).")
 @click.option("--all", "all_tasks", is_flag=True, help="Prune every task.")
 @click.option("--target-loss", type=float, default=0.15, show_default=True, help="Task loss the circuit must reach, in (0, ln 2).")
-@click.option("--steps", type=int, default=PruneSettings.steps, show_default=True, help="Mask-learning steps.")
-@click.option("--k-coef", type=float, default=PruneSettings.k_coef, show_default=True, help="Penalty per kept node.")
+@click.option("--budget", type=float, default=SearchSettings.budget_s, show_default=True,
+              help="Seconds per task for the search over the pruner's settings.")
+@click.option("--search/--no-search", default=True, show_default=True,
+              help="Search the pruner's settings for the smallest sufficient circuit, or run it once.")
+@click.option("--steps", type=int, default=None, help=f"Mask-learning steps of one run (implies --no-search; default {PruneSettings.steps}).")
+@click.option("--k-coef", type=float, default=None, help=f"Penalty per kept node of one run (implies --no-search; default {PruneSettings.k_coef:g}).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @device_option
 @output_options
 @db_option
-def prune_command(run, tasks, all_tasks, target_loss, steps, k_coef, seed, device, fmt):
+def prune_command(run, tasks, all_tasks, target_loss, budget, search, steps, k_coef, seed, device, fmt):
     """Prune the model to the smallest circuit per task, verify it, and store nodes and edges.
+
+    By default each task's pruning searches the pruner's settings within --budget seconds and keeps
+    the smallest circuit whose held-out loss meets the target; every point it tried is stored in
+    prune_points. A set that keeps more than a quarter of the model, or more than half of what a
+    random node ranking needs, is stored with status no_small_circuit.
 
     \b
     Example:
       circuits prune runs/demo --task single_double_quote
-      circuits prune runs/demo --all --target-loss 0.2
+      circuits prune runs/demo --all --target-loss 0.2 --budget 60
+      circuits prune runs/demo --task single_double_quote --steps 1000 --k-coef 1e-3
     """
     if bool(tasks) == all_tasks:
         raise click.UsageError("give --task T (repeatable) or --all")
-    settings = PruneSettings(target_loss=target_loss, steps=steps, k_coef=k_coef, seed=seed)
+    one = PruneSettings(target_loss=target_loss, seed=seed,
+                        **({"steps": steps} if steps is not None else {}), **({"k_coef": k_coef} if k_coef is not None else {}))
+    searching = search and steps is None and k_coef is None
+    settings = SearchSettings(one, budget) if searching else one
     run_dir = resolve_run(run).folder()
     with open_store() as store:
         rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings, device=device)
-    print_rows(["task", "status", "nodes", "grown", "edges", "full_loss", "sufficiency_loss", "necessity_loss",
-                "sufficient", "seconds"],
-               [[r["task"], r["status"], r["n_nodes"], r["grown_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],
-                 r["necessity_loss"], r["sufficient"], r["seconds"]] for r in rows], fmt)
+    print_rows(["task", "status", "nodes", "random_ranking_nodes", "edges", "full_loss", "sufficiency_loss",
+                "necessity_loss", "points", "seconds"],
+               [[r["task"], r["status"], r["n_nodes"], r["baseline_nodes"], r["n_edges"], r["full_loss"],
+                 r["sufficiency_loss"], r["necessity_loss"], r["search_points"] or 1, r["seconds"]] for r in rows], fmt)
     for r in rows:
         if r["note"] and fmt == "table":
-            click.echo(f"{r['task']}: not sufficient: {r['note']}", err=True)
+            click.echo(f"{r['task']}: {r['status']}: {r['note']}", err=True)
 
 
 @click.command("circuits")
@@ -82,9 +96,10 @@ def circuits_command(run, fmt):
     model = resolve_run(run).name if run else None
     with open_store(read_only=True) as store:
         rows = store.list_circuits(model)
-    print_rows(["model", "task", "status", "nodes", "edges", "full_loss", "sufficiency_loss", "necessity_loss", "circuit_id"],
-               [[r["model"], r["task"], r["status"], r["n_nodes"], r["n_edges"], r["full_loss"], r["sufficiency_loss"],
-                 r["necessity_loss"], r["circuit_id"]] for r in rows], fmt)
+    print_rows(["model", "task", "status", "nodes", "random_ranking_nodes", "edges", "full_loss", "sufficiency_loss",
+                "necessity_loss", "circuit_id"],
+               [[r["model"], r["task"], r["status"], r["n_nodes"], r.get("baseline_nodes"), r["n_edges"], r["full_loss"],
+                 r["sufficiency_loss"], r["necessity_loss"], r["circuit_id"]] for r in rows], fmt)
 
 
 COMMANDS = [tasks_command, prune_command, circuits_command]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
-from sparse_model.prune import PruneSettings, check_target_loss
+from sparse_model.prune import check_target_loss
 
 from ..jobs.demo import DemoSettings, run_demo
 
@@ -34,7 +36,7 @@ _D = DemoSettings()
 @db_option
 def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm, device, fmt):
     """Train the demo model, prune every task it learned, explain the circuit nodes with the
-    embedded LLM (the 20 highest-ranked per circuit by default, best of 8 plus the
+    embedded LLM (the 15 highest-ranked per circuit by default, best of 6 plus the
     candidates written without an LLM; --max-nodes 0 for all), write the
     HTML report and print a summary; 13 to 19 minutes on 2 cores the first time, by CPU. Run it
     again and it reuses everything already done, even after an interruption.
@@ -46,11 +48,11 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm
     """
     check_target_loss(target_loss)
     settings = DemoSettings(out=out, report=report, preset=preset, tasks=tuple(tasks) or None, target_loss=target_loss,
-                            prune=PruneSettings(target_loss=target_loss), max_nodes_per_task=max_nodes or None,
+                            prune=replace(_D.prune, base=replace(_D.prune.base, target_loss=target_loss)), max_nodes_per_task=max_nodes or None,
                             corpus=corpus, llm=llm, device=device)
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
-    cols = ["task", "target_loss", "sufficient", "unpruned_loss", "nodes", "edges", "sufficiency_loss", "necessity_loss",
+    cols = ["task", "status", "target_loss", "sufficient", "unpruned_loss", "nodes", "random_ranking_nodes", "edges", "sufficiency_loss", "necessity_loss",
             "explained", "mean_score", "token_lookup_mean", "of_token_lookup", "llm_candidate_mean", "best_node",
             "best_explanation", "best_writer", "score", "token_lookup_score"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)

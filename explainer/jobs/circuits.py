@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 from sparse_model.model import node_locations
 from sparse_model.nodes import Node
 from sparse_model.prune import Circuit, PruneSettings, check_target_loss, prune
+from sparse_model.prune_search import SearchSettings, search
 from sparse_model.run import Run
 from sparse_model.tasks import evaluate_tasks, get_task_specs
 from sparse_model.train import run_summary
@@ -58,14 +59,18 @@ def evaluate_tasks_job(store: Store, run_dir: Path | str, tasks: Sequence[str] |
 
 
 def circuit_row(model: str, c: Circuit) -> dict:
+    search = c.search_settings
     return {
-        "circuit_id": f"{model}/{c.task}/{c.settings.digest()}", "model": model, "task": c.task, "status": c.status,
+        "circuit_id": f"{model}/{c.task}/{c.digest()}", "model": model, "task": c.task, "status": c.status,
         "target_loss": c.settings.target_loss, "full_loss": c.full_loss, "full_accuracy": c.full_accuracy,
         "selection_loss": c.selection_loss, "sufficiency_loss": c.sufficiency_loss,
         "sufficiency_accuracy": c.sufficiency_accuracy, "necessity_loss": c.necessity_loss, "sufficient": c.sufficient,
         "n_nodes": len(c.nodes), "n_edges": len(c.edges), "n_candidates": c.n_candidates,
-        "settings": c.settings.to_dict(), "settings_digest": c.settings.digest(), "seconds": c.seconds,
+        "settings": {**c.settings.to_dict(), **({"search": search.to_dict()["search"]} if search else {})},
+        "settings_digest": c.digest(), "seconds": c.seconds,
         "selected_nodes": c.selected_nodes, "grown_nodes": c.grown_nodes, "note": c.note,
+        "baseline_nodes": c.baseline_nodes, "search_points": len(c.search) if search else None,
+        "search_seconds": c.seconds if search else None,
     }
 
 
@@ -74,26 +79,32 @@ def save_circuit(store: Store, model: str, c: Circuit) -> dict:
     nodes = [{"node_id": Node(loc, i).node_id(model), "rank": r, "score": tau} for r, (loc, i, tau) in enumerate(c.nodes)]
     edges = [{"source": Node(sl, si).node_id(model), "target": Node(dl, di).node_id(model), "weight": w, "kind": kind}
              for sl, si, dl, di, w, kind in c.edges]
-    store.save_circuit(row, nodes, edges)
+    store.save_circuit(row, nodes, edges, [p.to_row() for p in c.search])
     return row
 
 
 def prune_job(store: Store, run_dir: Path | str, tasks: Sequence[str] | None = None,
-              settings: PruneSettings | None = None, progress: bool = True,
+              settings: PruneSettings | SearchSettings | None = None, progress: bool = True,
               on_circuit: Callable[[dict], None] | None = None, device: str | None = "auto") -> list[dict]:
-    """Prune every (or the named) task of a run and store each circuit as soon as it is found.
+    """Prune every (or the named) task of a run and store each circuit as soon as it is found:
+    with `SearchSettings` (the default), a search over the pruner's settings within a time budget
+    per task; with `PruneSettings`, one run of the pruner.
 
     Tasks the unpruned model has not learned (loss above the target) are stored with status
-    `not_learned` and no nodes. Re-pruning the same model, task and settings replaces that circuit.
+    `not_learned` and no nodes; a set that is not a small circuit with status `no_small_circuit`
+    (`sparse_model.prune.label`). Re-pruning the same model, task and settings replaces that circuit.
     """
-    settings = settings or PruneSettings()
+    settings = settings or SearchSettings()
     if tasks is not None:
         get_task_specs(tasks)  # unknown names fail before any work
     run = Run(run_dir, device=device)
     register_model(store, run)
     rows = []
     for task in run.tasks(tasks):
-        circuit = prune(run.model, task, run.means, settings, progress=progress)
+        if isinstance(settings, SearchSettings):
+            circuit = search(run.model, task, run.means, settings, progress=progress)
+        else:
+            circuit = prune(run.model, task, run.means, settings, progress=progress)
         row = save_circuit(store, run.name, circuit)
         rows.append(row)
         if on_circuit:

@@ -20,6 +20,7 @@ from typing import Callable
 
 from sparse_model.device import resolve_device
 from sparse_model.prune import PruneSettings
+from sparse_model.prune_search import SearchSettings
 from sparse_model.train import train
 
 from ..llm import LLMClient, make_client
@@ -31,6 +32,11 @@ from .explain import ExplainSettings, explain_job
 
 DEMO_TARGET_LOSS = 0.15  # the paper's
 FALLBACK_TARGET_LOSS = 0.5
+# The demo's pruning search: the grid's first 3 points, no time limit (so every machine prunes the
+# same way and a rerun reproduces the circuit), sets of at most 256 nodes shrunk greedily. About 50 s
+# for single_double_quote and 70 s for indent_after_header on 2 cores; a full search (`circuits
+# prune`, 150 s per task) also shrinks sets of up to 512 nodes (README, "Pruning").
+DEMO_SEARCH = SearchSettings(PruneSettings(target_loss=DEMO_TARGET_LOSS), budget_s=None, points=3, shrink_max=256)
 
 
 @dataclass(frozen=True)
@@ -46,13 +52,14 @@ class DemoSettings:
     fallback_target_loss: float | None = FALLBACK_TARGET_LOSS  # when no task reaches target_loss; None: stop there
     # The demo model's circuits have hundreds of nodes and the embedded LLM needs seconds per node,
     # so the demo explains each circuit's highest-ranked nodes (None: all of them). Fewer nodes with
-    # more candidates and windows (README, "What the demo's explanations are worth"): 8 LLM
+    # more candidates and windows (README, "What the demo's explanations are worth"): 6 LLM
     # candidates plus the other writers', all picked on 10 + 10 calibrate windows and scored on
     # 10 + 10, from 10 explain windows (which also make the token lists and token lookup surer).
-    max_nodes_per_task: int | None = 20
-    prune: PruneSettings = field(default_factory=lambda: PruneSettings(target_loss=DEMO_TARGET_LOSS))
+    max_nodes_per_task: int | None = 15
+    # Each learned task's pruning tries the search grid's first 3 points (README, "Pruning").
+    prune: SearchSettings = field(default_factory=lambda: DEMO_SEARCH)
     explain: ExplainSettings = field(default_factory=lambda: ExplainSettings(
-        explanations_per_node=8, window=32, explain_windows=10, score_windows=10, calibrate_windows=10))
+        explanations_per_node=6, window=32, explain_windows=10, score_windows=10, calibrate_windows=10))
 
 
 def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClient | None = None,
@@ -76,19 +83,23 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
         if near:
             log(f"the model learned no task to loss {s.target_loss}; pruning the {len(near)} task(s) under "
                 f"{s.fallback_target_loss} at that looser target instead (the summary's target_loss says which)")
-            learned, prune = near, replace(s.prune, target_loss=s.fallback_target_loss)
+            learned, prune = near, replace(s.prune, base=replace(s.prune.base, target_loss=s.fallback_target_loss))
     if not learned:
         log(f"the model learned no task to loss {s.target_loss}; nothing to prune or explain "
             f"(train longer, or pass a looser --target-loss)")
         return []
 
-    log(f"[3/5] pruning {len(learned)} task(s) at target loss {prune.target_loss}: {', '.join(learned)}")
+    log(f"[3/5] pruning {len(learned)} task(s) at target loss {prune.base.target_loss}, searching the pruner's "
+        f"settings for up to {prune.budget_s:g} s each: {', '.join(learned)}")
     for task in learned:
         if store.circuit_with_settings(model, task, prune.digest()) is None:
             prune_job(store, s.out, [task], prune, progress=progress, device=s.device)
 
     nodes = _nodes_to_explain(store, model, learned, prune.digest(), s.max_nodes_per_task)
     limit = "every node" if s.max_nodes_per_task is None else f"the top {s.max_nodes_per_task} nodes by importance"
+    skipped = _not_circuits(store, model, learned, prune.digest())
+    if skipped:
+        log(f"not explained, no small circuit found: {', '.join(skipped)} (`circuits circuits` says why)")
     log(f"[4/5] explaining {limit} of each circuit ({len(nodes)} nodes) with the embedded LLM "
         f"(nodes already done are skipped)")
     if nodes:
@@ -100,13 +111,19 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
     return summary_rows(store, model, learned)
 
 
+def _not_circuits(store: Store, model: str, tasks: list[str], digest: str) -> list[str]:
+    """The tasks whose pruned set (with these settings) is not a circuit."""
+    found = [(t, store.circuit_with_settings(model, t, digest)) for t in tasks]
+    return [t for t, c in found if c is not None and c["status"] != "circuit"]
+
+
 def _nodes_to_explain(store: Store, model: str, tasks: list[str], digest: str, limit: int | None) -> list[str]:
-    """Node ids of the tasks' circuits (pruned with these settings), highest-ranked first, at most
-    `limit` per circuit."""
+    """Node ids of the tasks' circuits (pruned with these settings; sets that are no small circuit
+    are left out), highest-ranked first, at most `limit` per circuit."""
     out: list[str] = []
     for task in tasks:
         circuit = store.circuit_with_settings(model, task, digest)
-        if circuit is not None:
+        if circuit is not None and circuit["status"] == "circuit":
             ids = [n["node_id"] for n in store.circuit_nodes(circuit["circuit_id"])]
             out += ids if limit is None else ids[:limit]
     return list(dict.fromkeys(out))

@@ -76,6 +76,7 @@ class CircuitData:
     order: list[str]  # its explained node ids, best LLM score first
     cards: list[str]  # the node ids of `order` that get a full card
     older: list[dict]  # older circuits of the same task, not drawn
+    points: list[dict] = field(default_factory=list)  # the pruning search's points (prune_points), if searched
 
 
 @dataclass
@@ -217,7 +218,8 @@ def gather_model(store: Store, m: dict, settings: ReportSettings) -> ModelData:
         edges, counts = edge_sample(store, c["circuit_id"], settings.max_edges)
         older = [] if settings.all_circuits else [o for o in circuits if o["task"] == c["task"]
                                                    and o["circuit_id"] != c["circuit_id"]]
-        data.circuits.append(CircuitData(c, nodes, edges, counts, here, order, cards, older))
+        data.circuits.append(CircuitData(c, nodes, edges, counts, here, order, cards, older,
+                                         store.prune_points(c["circuit_id"])))
     data.tasks_of = dict(tasks_of)
     data.windows, data.scales = load_windows(store, {nid: explained[nid] for nid in data.card_nodes},
                                              settings.windows_per_node)

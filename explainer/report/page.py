@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 from ..pipeline import LLM, NODE_KINDS, SHUFFLED, TOKEN_LOOKUP
 from ..scoring import correlation
 from .data import CircuitData, Explained, ModelData
-from .svg import circuit_svg, histogram_svg
+from .svg import circuit_svg, histogram_svg, tradeoff_svg
 
 REPORT_TITLE = "sparse-circuits report"
 MAX_TABLE_ROWS = 300  # explained nodes listed per circuit
@@ -198,7 +198,8 @@ def _model_card(m: dict, evals: list[dict], summary: list[dict], drawn: set[str]
                 man_rows.append([f"<code>{esc(k)}</code>", _json_cell(v)])
     eval_rows = [[esc(e["task"]), num(e["loss"]), num(e["accuracy"], 3), num(e["mean_logit_diff"], 3),
                   num(e["n_val"]), num(e["learned"]), num(e["target_loss"], 3)] for e in evals]
-    sum_rows = [[esc(s["task"]), esc(s["status"]), num(s["n_nodes"]), num(s["n_edges"]), num(s["full_loss"]),
+    sum_rows = [[esc(s["task"]), esc(s["status"]), num(s["n_nodes"]), num(s.get("baseline_nodes")),
+                 num(s["n_edges"]), num(s["full_loss"]),
                  num(s["sufficiency_loss"]), num(s["necessity_loss"]), num(s["sufficient"]),
                  num(s["target_loss"], 3), num(s.get("random_labels")),
                  ("drawn" if s["circuit_id"] in drawn else ""), f"<code>{esc(s['circuit_id'])}</code>"] for s in summary]
@@ -211,8 +212,8 @@ def _model_card(m: dict, evals: list[dict], summary: list[dict], drawn: set[str]
             + (table(["task", "loss", "accuracy", "mean logit diff", "n val", "learned", "target"], eval_rows, "evals")
                if eval_rows else "<p class='muted'>no task evaluations; run <code>circuits tasks RUN</code></p>")
             + "<h4>Stored circuits (circuit_summary)</h4>"
-            + (table(["task", "status", "nodes", "edges", "unpruned loss", "sufficiency loss", "necessity loss",
-                      "sufficient", "target", "random labels", "", "circuit id"], sum_rows, "summary")
+            + (table(["task", "status", "nodes", "random-ranking nodes", "edges", "unpruned loss", "sufficiency loss",
+                      "necessity loss", "sufficient", "target", "random labels", "", "circuit id"], sum_rows, "summary")
                if sum_rows else "<p class='muted'>no circuits</p>")
             + "</section>")
 
@@ -324,7 +325,8 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
     note = (f"All {total:,} edges drawn ({kinds_txt})." if left_out == 0 else
             f"Showing the strongest {len(cd.edges):,} of {total:,} edges ({kinds_txt}), shared among edge kinds in "
             f"proportion to their counts; {left_out:,} weaker edges are not drawn.")
-    losses = dl([("status", esc(c["status"])), ("nodes", num(c["n_nodes"])), ("edges", num(c["n_edges"])),
+    losses = dl([("status", esc(c["status"])), ("nodes", num(c["n_nodes"])),
+                 ("random-ranking nodes", num(c.get("baseline_nodes"))), ("edges", num(c["n_edges"])),
                  ("unpruned loss", num(c["full_loss"])), ("unpruned accuracy", num(c.get("full_accuracy"), 3)),
                  ("sufficiency loss", num(c["sufficiency_loss"])),
                  ("sufficiency accuracy", num(c.get("sufficiency_accuracy"), 3)),
@@ -363,8 +365,25 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
         older_html = ("<details><summary>older circuits of this task (not drawn)</summary>"
                       + table(["circuit id", "status", "nodes", "edges", "sufficiency loss", "necessity loss", "created"],
                               orows) + "</details>")
-    return (f'<section class="task" id="{esc(uid)}"><h3>Task {esc(c["task"])}</h3>'
-            f"<div class='cols'><div>{losses}</div><div>{older_html}</div></div>"
+    warning = ""
+    if c["status"] == "no_small_circuit":
+        warning = (f"<p class='not-circuit'><b>Not a circuit.</b> {esc(c.get('note') or '')}. The set is drawn "
+                   f"below, but its nodes say little about how the model does the task.</p>")
+    search_html = ""
+    if cd.points:
+        chosen = next((p for p in cd.points if p["chosen"]), None)
+        search_html = (f"<h4>Pruning search: size against held-out loss ({len(cd.points)} points"
+                       + (f", {num(c.get('search_seconds'), 3)} s" if c.get("search_seconds") else "") + ")</h4>"
+                       + tradeoff_svg(slug("tradeoff", c["circuit_id"]), c["task"], cd.points, c["target_loss"],
+                                      c.get("baseline_nodes"), c.get("n_candidates") or c["n_nodes"])
+                       + "<p class='note'>One dot per setting tried (squares: shrunk greedily), filled when its "
+                         "held-out loss meets the target (dashed line); the ringed one is the circuit. The dotted "
+                         "line is how many nodes a random ranking needs to meet the same target"
+                       + (f"; chosen: {esc(json.dumps(chosen['overrides'], sort_keys=True))}" if chosen else "")
+                       + ". All points: <code>SELECT * FROM prune_points WHERE circuit_id = '"
+                       + esc(c["circuit_id"]) + "'</code>.</p>")
+    return (f'<section class="task" id="{esc(uid)}"><h3>Task {esc(c["task"])}</h3>{warning}'
+            f"<div class='cols'><div>{losses}</div><div>{older_html}</div></div>{search_html}"
             f'<div class="graph">{svg}</div>'
             f'<p class="note">{esc(note)} Columns are layers, bands are node sites in forward order; '
             f'<span class="swatch pos"></span>positive and <span class="swatch neg"></span>negative weights, '

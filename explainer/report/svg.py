@@ -154,3 +154,52 @@ def histogram_svg(uid: str, model: str, scores: dict[str, list[float]], undefine
     parts.append(f'<text class="axis" x="{left + plot_w / 2:.1f}" y="{H - 4:.1f}" text-anchor="middle">'
                  "score (correlation of real and simulated activation on the held-out score windows)</text></svg>")
     return "".join(parts)
+
+
+def tradeoff_svg(uid: str, task: str, points: list[dict], target: float, baseline: int | None,
+                 candidates: int) -> str:
+    """A pruning search's size against held-out loss: one dot per point tried (`prune_points`
+    rows), nodes on a log axis from 1 to every node of the model, the target as a dashed line, the
+    random-ranking baseline as a dotted one; the chosen point ringed, shrunk points as squares."""
+    W, H, left, bottom, pad = 560.0, 220.0, 44.0, 32.0, 12.0
+    plot_w, plot_h = W - left - pad, H - bottom - pad
+    top = max([math.log(2)] + [p["sufficiency_loss"] for p in points if p["sufficiency_loss"] is not None])
+    span = math.log10(max(candidates, 10))
+
+    def x(n: float) -> float:
+        return left + plot_w * math.log10(max(n, 1)) / span
+
+    def y(v: float) -> float:
+        return pad + plot_h - plot_h * min(v, top) / top
+
+    parts = [f'<svg class="tradeoff" id="{_esc(uid)}" xmlns="http://www.w3.org/2000/svg" width="{W:.0f}" '
+             f'height="{H:.0f}" viewBox="0 0 {W:.0f} {H:.0f}" role="img"><title>pruning search of {_esc(task)}: '
+             f"nodes against held-out loss</title>"]
+    for t in range(0, int(span) + 1):
+        parts.append(f'<line class="grid" x1="{x(10 ** t):.1f}" x2="{x(10 ** t):.1f}" y1="{pad}" y2="{pad + plot_h}"/>'
+                     f'<text class="axis" x="{x(10 ** t):.1f}" y="{H - bottom + 14:.1f}" text-anchor="middle">'
+                     f"{10 ** t:,}</text>")
+    for v in (0.0, 0.2, 0.4, 0.6):
+        if v <= top:
+            parts.append(f'<text class="axis" x="{left - 4}" y="{y(v) + 3:.1f}" text-anchor="end">{v:.1f}</text>')
+    parts.append(f'<line class="target" x1="{left}" x2="{W - pad}" y1="{y(target):.1f}" y2="{y(target):.1f}">'
+                 f"<title>target loss {target:g}</title></line>")
+    if baseline:
+        parts.append(f'<line class="baseline" x1="{x(baseline):.1f}" x2="{x(baseline):.1f}" y1="{pad}" '
+                     f'y2="{pad + plot_h}"><title>a random ranking needs {baseline:,} nodes</title></line>'
+                     f'<text class="axis" x="{x(baseline) - 3:.1f}" y="{pad + 9:.1f}" text-anchor="end">random ranking</text>')
+    for p in points:
+        if p["sufficiency_loss"] is None:
+            continue
+        over = p["overrides"] if isinstance(p["overrides"], dict) else {}
+        what = ", ".join(f"{k} {v}" for k, v in over.items() if k != "shrink") or "defaults"
+        label = (f"{what}{', shrunk' if over.get('shrink') else ''}: {p['nodes']:,} nodes, {p['edges']:,} edges, "
+                 f"held-out loss {p['sufficiency_loss']:.3f}{' (chosen)' if p['chosen'] else ''}")
+        cls = "point" + (" chosen" if p["chosen"] else "") + (" sufficient" if p["sufficient"] else "")
+        cx, cy = x(p["nodes"]), y(p["sufficiency_loss"])
+        shape = (f'<rect class="{cls}" x="{cx - 4:.1f}" y="{cy - 4:.1f}" width="8" height="8">' if over.get("shrink")
+                 else f'<circle class="{cls}" cx="{cx:.1f}" cy="{cy:.1f}" r="4.5">')
+        parts.append(shape + f"<title>{_esc(label)}</title>" + ("</rect>" if over.get("shrink") else "</circle>"))
+    parts.append(f'<text class="axis" x="{left + plot_w / 2:.1f}" y="{H - 4:.1f}" text-anchor="middle">nodes kept '
+                 f"(log scale, up to all {candidates:,}); vertical: held-out sufficiency loss</text></svg>")
+    return "".join(parts)

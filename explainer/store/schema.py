@@ -88,6 +88,16 @@ explanations.writer (migration 9)
     pool (kind 'llm') holds every writer's candidates; `selected` marks the one picked on the
     calibrate split, and the best LLM-written one also has a score on the score split.
     node_scores gains `writer`.
+circuits.baseline_nodes, search_points, search_seconds; prune_points (migration 10)
+    Pruning that searches (`sparse_model.prune_search`). A circuit's status may now be
+    'no_small_circuit': the smallest sufficient set keeps more than a quarter of the model's nodes,
+    or more than half of what a random ranking needs (`baseline_nodes`, the median over three random
+    orders of the size that meets the same target); its `note` says which. `search_points` and
+    `search_seconds`: how many settings the search tried and how long it took (NULL for one run).
+    prune_points: one row per tried setting, (circuit_id, point) the key: overrides (JSON, what it
+    changed of the base settings), settings (JSON, all of them), nodes, edges, selection_loss,
+    sufficiency_loss (held-out), sufficient, seconds, chosen (the one the circuit is).
+    The view circuit_summary gains status-relevant columns: baseline_nodes, n_candidates, note.
 
 Adding a migration
 ------------------
@@ -477,6 +487,35 @@ MIGRATIONS: list[tuple[int, str]] = [
             LEFT JOIN cc ON cc.node_id = e.node_id
             LEFT JOIN s ON s.explanation_id = e.explanation_id
             WHERE e.selected;
+        """,
+    ),
+    (
+        10,
+        """
+        -- Pruning that searches (sparse_model/prune_search.py) and honest labels.
+        ALTER TABLE circuits ADD COLUMN baseline_nodes INTEGER;
+        ALTER TABLE circuits ADD COLUMN search_points INTEGER;
+        ALTER TABLE circuits ADD COLUMN search_seconds DOUBLE;
+        CREATE TABLE prune_points (
+            circuit_id VARCHAR,
+            point INTEGER,
+            overrides JSON,
+            settings JSON,
+            nodes INTEGER,
+            edges INTEGER,
+            selection_loss DOUBLE,
+            sufficiency_loss DOUBLE,
+            sufficient BOOLEAN,
+            seconds DOUBLE,
+            chosen BOOLEAN,
+            PRIMARY KEY (circuit_id, point)
+        );
+        DROP VIEW circuit_summary;
+        CREATE VIEW circuit_summary AS
+            SELECT c.model, c.task, c.status, c.n_nodes, c.n_edges, c.baseline_nodes, c.n_candidates,
+                   c.full_loss, c.sufficiency_loss, c.necessity_loss, c.sufficient, c.target_loss,
+                   t.random_labels, c.note, c.circuit_id
+            FROM circuits c LEFT JOIN tasks t ON t.name = c.task;
         """,
     ),
 ]

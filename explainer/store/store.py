@@ -289,20 +289,31 @@ class Store(ReportQueries, SearchQueries):
     def has_nodes(self, model: str) -> bool:
         return self.con.execute("SELECT count(*) FROM nodes WHERE model = ?", [model]).fetchone()[0] > 0
 
-    def save_circuit(self, row: dict, nodes: list[dict], edges: list[dict]) -> None:
-        """Insert a circuit with its nodes and edges, replacing the circuit with the same id atomically."""
+    def save_circuit(self, row: dict, nodes: list[dict], edges: list[dict], points: list[dict] = ()) -> None:
+        """Insert a circuit with its nodes, edges and search points (`prune_points` rows without
+        circuit_id), replacing the circuit with the same id atomically."""
         cid = row["circuit_id"]
         columns = self._columns("circuits")
         values = [json.dumps(row[c]) if c == "settings" else (_now() if c == "created_at" else row.get(c)) for c in columns]
         self._transaction(
             [("DELETE FROM edges WHERE circuit_id = ?", [cid]),
              ("DELETE FROM circuit_nodes WHERE circuit_id = ?", [cid]),
+             ("DELETE FROM prune_points WHERE circuit_id = ?", [cid]),
              ("DELETE FROM circuits WHERE circuit_id = ?", [cid]),
              (f"INSERT INTO circuits ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)],
             many={
                 "INSERT INTO circuit_nodes VALUES (?, ?, ?, ?)": [[cid, n["node_id"], n["rank"], n["score"]] for n in nodes],
                 "INSERT INTO edges VALUES (?, ?, ?, ?, ?)": [[cid, e["source"], e["target"], e["weight"], e["kind"]] for e in edges],
+                "INSERT INTO prune_points VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)": [
+                    [cid, p["index"], json.dumps(p["overrides"]), json.dumps(p["settings"]), p["nodes"], p["edges"],
+                     p["selection_loss"], p["sufficiency_loss"], p["sufficient"], p["seconds"], p["chosen"]]
+                    for p in points],
             })
+
+    def prune_points(self, circuit_id: str) -> list[dict]:
+        """The settings a pruning search tried for this circuit, in the order it tried them."""
+        return _rows_as_dicts(self.con.execute(
+            "SELECT * FROM prune_points WHERE circuit_id = ? ORDER BY point", [circuit_id]))
 
     def list_circuits(self, model: str | None = None) -> list[dict]:
         sql = "SELECT * FROM circuits" + (" WHERE model = ?" if model else "") + " ORDER BY model, task, created_at"
@@ -543,8 +554,9 @@ class Store(ReportQueries, SearchQueries):
             "AND c.writer = 'llm' AND c.explanation_id IN (SELECT explanation_id FROM scores WHERE split = 'score') "
             "LEFT JOIN scores b ON b.explanation_id = c.explanation_id AND b.split = 'score' AND b.method = 'correlation' "
             "WHERE l.model = ? AND l.task = ? AND l.kind = 'llm'", [model, task]).fetchone()
-        return {"task": task, "target_loss": circuit["target_loss"], "sufficient": circuit["sufficient"],
-                "unpruned_loss": circuit["full_loss"], "nodes": circuit["n_nodes"],
+        return {"task": task, "status": circuit["status"], "target_loss": circuit["target_loss"],
+                "sufficient": circuit["sufficient"], "unpruned_loss": circuit["full_loss"], "nodes": circuit["n_nodes"],
+                "random_ranking_nodes": circuit.get("baseline_nodes"),
                 "edges": circuit["n_edges"], "sufficiency_loss": circuit["sufficiency_loss"],
                 "necessity_loss": circuit["necessity_loss"], "explained": explained,
                 "mean_score": mean, "token_lookup_mean": lookup_mean,
