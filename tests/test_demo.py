@@ -28,7 +28,7 @@ KILLS = ["train.step:20", "tasks.task:3", "prune.step:10", "records.node:1", "jo
          "report.write:1"]  # the model parts are joined when the explainer first needs them
 # Per-run bookkeeping, not results: which job asked what, and when.
 SKIP_TABLES = {"jobs", "llm_requests", "schema_version"}
-SKIP_COLUMNS = {"seconds", "job_id", "created_at", "started_at", "finished_at", "updated_at"}
+SKIP_COLUMNS = {"seconds", "search_seconds", "job_id", "created_at", "started_at", "finished_at", "updated_at"}
 
 
 def _demo(folder: Path, corpus: Path, kill_at: str | None = None) -> subprocess.CompletedProcess:

@@ -17,7 +17,8 @@ from sparse_model.errors import UserError
 from sparse_model.model import ModelConfig, SparseGPT, node_locations
 from sparse_model.nodes import Node
 from sparse_model.prune import (NO_SMALL_CIRCUIT, PruneSettings, ablation_hooks, circuit_loss, compute_means,
-                                grow_to_held_out, heaviside, keep_masks, label, loss_with, prune, rank_nodes, split_val)
+                                grow_to_held_out, heaviside, keep_masks, label, loss_with, prune, rank_nodes, shrink,
+                                split_val, Trial)
 from sparse_model.prune_search import SearchSettings, search
 from sparse_model.tasks import Pair, Task, TaskExamples
 
@@ -290,3 +291,17 @@ def test_a_near_whole_model_set_is_stored_and_printed_as_no_small_circuit(tmp_pa
     assert code == 0, err
     line = out.strip().splitlines()[1].split(",")
     assert line[2] == NO_SMALL_CIRCUIT and line[4] == "95"
+
+
+def test_shrinking_leaves_out_every_node_the_task_does_not_need():
+    model, task = planted_model(), planted_task()
+    means = planted_means(model)
+    others = [(loc, i) for loc, n in node_locations(model.cfg).items() for i in range(n) if (loc, i) not in PLANTED]
+    ranked = [(loc, i, 1.0) for loc, i in sorted(PLANTED)] + [(loc, i, 0.5) for loc, i in others]
+    sel, held = split_val(task)
+    k = len(PLANTED) + 6  # six nodes too many, kept by a bisection that ranked them high
+    loss, acc = loss_with(model, held, means, keep_masks(model.cfg, [(l, i) for l, i, _ in ranked[:k]]))
+    trial = Trial(ranked, k, k, loss, loss, acc)
+    shrunk = shrink(model, trial, task, means, PruneSettings())
+    assert {(l, i) for l, i, _ in shrunk.ranked[:shrunk.k]} == PLANTED and shrunk.sufficiency_loss <= 0.15
+    assert {(l, i) for l, i, _ in shrunk.ranked} == {(l, i) for l, i, _ in ranked}  # a reordering, nothing lost

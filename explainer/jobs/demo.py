@@ -89,8 +89,9 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
             f"(train longer, or pass a looser --target-loss)")
         return []
 
-    log(f"[3/5] pruning {len(learned)} task(s) at target loss {prune.base.target_loss}, searching the pruner's "
-        f"settings for up to {prune.budget_s:g} s each: {', '.join(learned)}")
+    limit = "" if prune.budget_s is None else f", for up to {prune.budget_s:g} s each"
+    log(f"[3/5] pruning {len(learned)} task(s) at target loss {prune.base.target_loss}, trying {prune.points} "
+        f"settings of the pruner{limit}: {', '.join(learned)}")
     for task in learned:
         if store.circuit_with_settings(model, task, prune.digest()) is None:
             prune_job(store, s.out, [task], prune, progress=progress, device=s.device)

@@ -183,7 +183,8 @@ def tradeoff_svg(uid: str, task: str, points: list[dict], target: float, baselin
         if v <= top:
             parts.append(f'<text class="axis" x="{left - 4}" y="{y(v) + 3:.1f}" text-anchor="end">{v:.1f}</text>')
     parts.append(f'<line class="target" x1="{left}" x2="{W - pad}" y1="{y(target):.1f}" y2="{y(target):.1f}">'
-                 f"<title>target loss {target:g}</title></line>")
+                 f"<title>target loss {target:g}</title></line>"
+                 f'<text class="axis" x="{left + 4}" y="{y(target) - 4:.1f}">target {target:g}</text>')
     if baseline:
         parts.append(f'<line class="baseline" x1="{x(baseline):.1f}" x2="{x(baseline):.1f}" y1="{pad}" '
                      f'y2="{pad + plot_h}"><title>a random ranking needs {baseline:,} nodes</title></line>'
