@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from sparse_model.device import resolve_device
-from sparse_model.prune import PruneSettings
+from sparse_model.prune import NO_SMALL_CIRCUIT, PruneSettings
 from sparse_model.prune_search import SearchSettings
 from sparse_model.train import train
 
@@ -113,18 +113,19 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
 
 
 def _not_circuits(store: Store, model: str, tasks: list[str], digest: str) -> list[str]:
-    """The tasks whose pruned set (with these settings) is not a circuit."""
+    """The tasks whose pruned set (with these settings) is no small circuit."""
     found = [(t, store.circuit_with_settings(model, t, digest)) for t in tasks]
-    return [t for t, c in found if c is not None and c["status"] != "circuit"]
+    return [t for t, c in found if c is not None and c["status"] == NO_SMALL_CIRCUIT]
 
 
 def _nodes_to_explain(store: Store, model: str, tasks: list[str], digest: str, limit: int | None) -> list[str]:
     """Node ids of the tasks' circuits (pruned with these settings; sets that are no small circuit
-    are left out), highest-ranked first, at most `limit` per circuit."""
+    are left out, a random-label control asked for by name is not), highest-ranked first, at most
+    `limit` per circuit."""
     out: list[str] = []
     for task in tasks:
         circuit = store.circuit_with_settings(model, task, digest)
-        if circuit is not None and circuit["status"] == "circuit":
+        if circuit is not None and circuit["status"] != NO_SMALL_CIRCUIT:
             ids = [n["node_id"] for n in store.circuit_nodes(circuit["circuit_id"])]
             out += ids if limit is None else ids[:limit]
     return list(dict.fromkeys(out))

@@ -295,10 +295,12 @@ class Store(ReportQueries, SearchQueries):
         cid = row["circuit_id"]
         columns = self._columns("circuits")
         values = [json.dumps(row[c]) if c == "settings" else (_now() if c == "created_at" else row.get(c)) for c in columns]
+        # a file not yet migrated to 10 (only tests write one) has no prune_points
+        points_table = [("DELETE FROM prune_points WHERE circuit_id = ?", [cid])] if self._columns("prune_points") else []
         self._transaction(
             [("DELETE FROM edges WHERE circuit_id = ?", [cid]),
              ("DELETE FROM circuit_nodes WHERE circuit_id = ?", [cid]),
-             ("DELETE FROM prune_points WHERE circuit_id = ?", [cid]),
+             *points_table,
              ("DELETE FROM circuits WHERE circuit_id = ?", [cid]),
              (f"INSERT INTO circuits ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", values)],
             many={
