@@ -21,13 +21,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from sparse_model.errors import UserError
-from sparse_model.model import SparseGPT, node_locations
 from sparse_model.nodes import Node
-from sparse_model.tokenizer import token_strings
+
+if TYPE_CHECKING:  # torch and the model are imported where records are captured: the rest starts without them
+    import torch
+
+    from sparse_model.model import SparseGPT
 
 SAMPLINGS = ("top", "random", "quantile")  # how a record's window was picked
 # The splits a node's records are dealt into: shown to the explainer; used to calibrate and to pick
@@ -89,7 +93,6 @@ def window_starts(n_tokens: int, window: int, n_windows: int | None = None) -> n
     return picked * window
 
 
-@torch.no_grad()
 def capture_activations(model: SparseGPT, tokens: np.ndarray, nodes: Sequence[tuple[str, int]],
                         window: int | None = None, n_windows: int | None = None,
                         batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +107,18 @@ def capture_activations(model: SparseGPT, tokens: np.ndarray, nodes: Sequence[tu
     Returns (acts, starts): acts float32 (n_nodes, n_windows, window), with acts[i] belonging to
     nodes[i]; starts int64 (n_windows,), each window's offset in `tokens`.
     """
+    import torch
+
+    with torch.no_grad():
+        return _capture(model, tokens, nodes, window, n_windows, batch_size)
+
+
+def _capture(model: SparseGPT, tokens: np.ndarray, nodes: Sequence[tuple[str, int]], window: int | None,
+             n_windows: int | None, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    from sparse_model.model import node_locations
+
     cfg = model.cfg
     window = min(DEFAULT_WINDOW, cfg.n_ctx) if window is None else window
     if not 1 <= window <= cfg.n_ctx:
@@ -169,12 +184,16 @@ def capture_activations(model: SparseGPT, tokens: np.ndarray, nodes: Sequence[tu
 def token_table(tokenizer: Any) -> list[str]:
     """Every token id's text, decoded once (`token_strings` per id); pass it to `sample_records`
     instead of the tokenizer when sampling many nodes."""
+    from sparse_model.tokenizer import token_strings
+
     return token_strings(tokenizer, range(tokenizer.get_vocab_size()))
 
 
 def _decoder(tokenizer: Any):
     if isinstance(tokenizer, (list, tuple)):
         return lambda ids: [tokenizer[int(i)] for i in ids]
+    from sparse_model.tokenizer import token_strings
+
     return lambda ids: token_strings(tokenizer, ids)
 
 

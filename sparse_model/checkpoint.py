@@ -30,11 +30,9 @@ from .errors import UserError
 from .formats import checked
 from .model import ModelConfig, SparseGPT
 
-RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.json"
-TOKENIZER_FILE = "tokenizer.json"
-TRAIN_TOKENS_FILE = "tokens_train.npy"
-VAL_TOKENS_FILE = "tokens_val.npy"
+from .run_files import (CHECKPOINT_FILE, RUN_FILE, TOKENIZER_FILE, TRAIN_TOKENS_FILE,  # noqa: F401 (spelled there)
+                        VAL_TOKENS_FILE)
+
 _RETRAIN = "delete the run folder and train again"
 
 

@@ -16,17 +16,20 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import ContextManager
-
-import torch
+from typing import TYPE_CHECKING, ContextManager
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI starts without it
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str | None = "auto") -> torch.device:
     """The torch device for a --device value; one clear line if it is not there."""
+    import torch
+
     name = (name or "auto").lower()
     if name not in DEVICES:
         raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
@@ -52,12 +55,16 @@ class Precision:
 
     @classmethod
     def for_device(cls, device: torch.device) -> "Precision":
+        import torch
+
         bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         return cls(device, torch.bfloat16 if bf16 else None)
 
     def autocast(self) -> ContextManager:
         if self.autocast_dtype is None:
             return nullcontext()
+        import torch
+
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
 
     def describe(self) -> dict:

@@ -25,11 +25,9 @@ pairs instead of batches of 64, to prune a task in about a minute on 2 CPU cores
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -40,13 +38,12 @@ from .failpoints import failpoint
 from .progress import progress_bar
 
 from .edges import circuit_edges, count_edges
-from .errors import UserError
+from .prune_settings import LN2, PruneSettings, check_target_loss  # noqa: F401 (importable from here too)
 from .model import SparseGPT, node_locations
 from .tasks import Task, TaskExamples, task_logit_diff
 from .train import get_batch
 
 MEANS_FILE = "node_means.safetensors"
-LN2 = math.log(2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,41 +125,6 @@ def ablation_hooks(means: dict[str, torch.Tensor], keep: dict[str, torch.Tensor]
 
 # ---------------------------------------------------------------------------------------------
 # Settings and results
-
-
-def check_target_loss(target: float) -> None:
-    if not (0.0 < target < LN2):
-        raise UserError(f"target loss {target} is outside (0, ln 2 = {LN2:.3f}); a circuit must beat chance, e.g. 0.15")
-
-
-@dataclass(frozen=True)
-class PruneSettings:
-    target_loss: float = 0.15
-    k_coef: float = 1e-4
-    steps: int = 200
-    lr: float = 3e-3
-    weight_decay: float = 1e-3
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    batch_pairs: int = 32
-    init_mean: float = 0.1
-    init_std: float = 0.01
-    seed: int = 0
-    selection_margin: float = 0.1  # bisect to target x (1 - margin) on the selection pairs
-    max_growth: float = 1.0  # grow by at most this fraction of the selected size to meet held-out
-
-    def __post_init__(self) -> None:
-        check_target_loss(self.target_loss)
-        if self.steps < 1 or self.batch_pairs < 1 or self.k_coef < 0:
-            raise UserError("pruning steps and batch size must be at least 1 and k_coef non-negative")
-        if not 0 <= self.selection_margin < 1 or self.max_growth < 0:
-            raise UserError("the selection margin must be in [0, 1) and the growth bound non-negative")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -377,9 +339,6 @@ def try_settings(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], s
     if not task.random_labels:
         k, suff_loss, suff_acc = grow_to_held_out(model, ranked, held, means, settings, k, suff_loss, suff_acc)
     return Trial(ranked, selected, k, sel_loss, suff_loss, suff_acc)
-
-
-SHRINK_MAX = 512  # greedy shrinking tries one removal per kept node: only for sets up to this size
 
 
 def shrink(model: SparseGPT, trial: Trial, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,

@@ -14,62 +14,18 @@ stored, queried and drawn.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 from .errors import UserError
 from .model import SparseGPT
 from .progress import progress_bar
-from .prune import (SHRINK_MAX, Circuit, PruneSettings, Trial, finish_circuit, gate, learn_scores, loss_with,
-                    shrink, split_val, try_settings)
+from .prune import (Circuit, PruneSettings, Trial, finish_circuit, gate, learn_scores, loss_with, shrink, split_val,
+                    try_settings)
+from .prune_settings import GRID_VERSION, SEARCH_GRID, SearchSettings  # noqa: F401 (importable from here too)
 from .tasks import Task
-
-# The points, in the order they are tried: the single-run defaults first (so a search is never worse
-# than `circuits prune --no-search`), then a faster learning rate, another initialisation, a smaller
-# penalty, a longer run with a larger one. Chosen on the demo model's single_double_quote task
-# (docs/method.md, "Pruning search", has the table).
-SEARCH_GRID: tuple[dict, ...] = (
-    {},
-    {"lr": 1e-2},
-    {"lr": 1e-2, "init_mean": 0.5},
-    {"lr": 1e-2, "seed": 2},
-    {"lr": 1e-2, "k_coef": 3e-5},
-    {"steps": 600, "lr": 1e-2, "k_coef": 3e-4},
-    {"steps": 600},
-    {"lr": 3e-2},
-)
-GRID_VERSION = 1  # part of a search's settings digest: a new grid never replaces an older search's circuit
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """A search: the base settings every point overrides (target loss, seed, ...), how many of
-    SEARCH_GRID's points it may try, and the seconds it may take (None: no time limit, so the same
-    points run on every machine and the result is reproducible, as the demo needs)."""
-
-    base: PruneSettings = field(default_factory=PruneSettings)
-    budget_s: float | None = 150.0
-    points: int = len(SEARCH_GRID)
-    shrink_max: int = SHRINK_MAX  # sets larger than this are not shrunk (a try per node: about 0.2 s each on indent)
-
-    def __post_init__(self) -> None:
-        if self.budget_s is not None and not self.budget_s > 0:
-            raise UserError(f"the search budget must be a positive number of seconds, got {self.budget_s}")
-        if not 1 <= self.points <= len(SEARCH_GRID):
-            raise UserError(f"a search tries 1 to {len(SEARCH_GRID)} points, not {self.points}")
-
-    def to_dict(self) -> dict:
-        return {**self.base.to_dict(),
-                "search": {"budget_s": self.budget_s, "points": self.points, "shrink_max": self.shrink_max,
-                           "grid": GRID_VERSION}}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
-
 
 @dataclass
 class SearchPoint:

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-
-from . import checkpoint as ckpt
-from .corpus import load_corpus
-from .device import resolve_device
+from . import run_files
+from .device import DEVICES
 from .errors import UserError
-from .model import SparseGPT
-from .prune import load_or_compute_means
-from .tasks import Task, load_tasks
-from .tokenizer import load_tokenizer
-from .train import prepare_data
+
+if TYPE_CHECKING:  # the heavy parts are imported where they are used: a Run that is only named costs nothing
+    import numpy as np
+    import torch
+
+    from .model import SparseGPT
+    from .tasks import Task
 
 
 def is_run_folder(path: Path | str) -> bool:
-    return (Path(path) / ckpt.RUN_FILE).exists()
+    return (Path(path) / run_files.RUN_FILE).exists()
 
 
 class Run:
@@ -38,7 +37,9 @@ class Run:
     def __init__(self, run_dir: Path | str | None, name: str | None = None, device: str | None = "auto"):
         # None: a model the store knows without a run folder (only its name is usable).
         self.run_dir = Path(run_dir) if run_dir else None
-        self.device = resolve_device(device)  # a device that is not there fails here, before any work
+        if (device or "auto").lower() not in DEVICES:  # a misspelt device fails here, before any work
+            raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        self._device_name = device
         if name is not None:
             self.__dict__["name"] = name  # known from the store: run.json is not read for it
 
@@ -52,8 +53,17 @@ class Run:
         return self.run_dir
 
     @cached_property
+    def device(self) -> torch.device:
+        """The torch device (`device.resolve_device`): one line if it is not there."""
+        from .device import resolve_device
+
+        return resolve_device(self._device_name)
+
+    @cached_property
     def config(self) -> dict:
         """run.json: name, preset, model and train configs, corpus manifest."""
+        from . import checkpoint as ckpt
+
         return ckpt.read_run_file(self.folder())
 
     @cached_property
@@ -62,6 +72,8 @@ class Run:
 
     @cached_property
     def _loaded(self) -> tuple[SparseGPT, dict]:
+        from . import checkpoint as ckpt
+
         model, _run, state = ckpt.load_model(self.folder())
         return model.to(self.device), state
 
@@ -76,23 +88,32 @@ class Run:
 
     @cached_property
     def tokenizer(self):
-        path = self.folder() / ckpt.TOKENIZER_FILE
+        from .tokenizer import load_tokenizer
+
+        path = self.folder() / run_files.TOKENIZER_FILE
         if not path.exists():
-            raise UserError(f"{self.run_dir} has no {ckpt.TOKENIZER_FILE}; pass a trained run folder "
+            raise UserError(f"{self.run_dir} has no {run_files.TOKENIZER_FILE}; pass a trained run folder "
                             f"(circuits train ... --out DIR)")
         return load_tokenizer(path)
 
     def val_tokens(self) -> np.ndarray:
         """The held-out token split: activation records and the ground-truth suite read it."""
-        path = self.folder() / ckpt.VAL_TOKENS_FILE
+        import numpy as np
+
+        path = self.folder() / run_files.VAL_TOKENS_FILE
         if not path.exists():
-            raise UserError(f"{self.run_dir} has no {ckpt.VAL_TOKENS_FILE}; pass a trained run folder "
+            raise UserError(f"{self.run_dir} has no {run_files.VAL_TOKENS_FILE}; pass a trained run folder "
                             f"(circuits train ... --out DIR)")
         return np.load(path, mmap_mode="r")
 
     def train_tokens(self) -> np.ndarray:
         """The training token split; rebuilt from the corpus if its cache was deleted."""
-        path = self.folder() / ckpt.TRAIN_TOKENS_FILE
+        import numpy as np
+
+        from .corpus import load_corpus
+        from .train import prepare_data
+
+        path = self.folder() / run_files.TRAIN_TOKENS_FILE
         if path.exists():
             return np.load(path, mmap_mode="r")
         corpus = load_corpus(self.config["corpus"]["root"], val_fraction=self.config["train"]["val_fraction"])
@@ -104,8 +125,12 @@ class Run:
     @cached_property
     def means(self):
         """Each node location's mean activation (the value a pruned node is frozen at)."""
+        from .prune import load_or_compute_means
+
         means = load_or_compute_means(self.folder(), self.model, self.train_tokens)
         return {loc: m.to(self.device) for loc, m in means.items()}
 
     def tasks(self, names: Sequence[str] | None = None) -> list[Task]:
+        from .tasks import load_tasks
+
         return load_tasks(self.tokenizer, names)

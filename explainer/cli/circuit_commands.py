@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import click
 
-from sparse_model.prune import PruneSettings
-from sparse_model.prune_search import SearchSettings
-
-from ..jobs.circuits import evaluate_tasks_job, prune_job
+from sparse_model.prune_settings import PruneSettings, SearchSettings
 
 from .common import db_option, device_option, open_store, output_options, print_rows, resolve_run
 
@@ -29,6 +26,8 @@ def tasks_command(run, tasks, target_loss, device, fmt):
       circuits tasks runs/demo
     """
     run_dir = resolve_run(run).folder()
+    from ..jobs.circuits import evaluate_tasks_job  # torch: only once the run is known to be there
+
     with open_store() as store:
         rows = evaluate_tasks_job(store, run_dir, tasks or None, target_loss, device=device)
     print_rows(["task", "loss", "accuracy", "learned", "n_val", "random_labels"],
@@ -71,6 +70,8 @@ def prune_command(run, tasks, all_tasks, target_loss, budget, search, steps, k_c
     searching = search and steps is None and k_coef is None
     settings = SearchSettings(one, budget) if searching else one
     run_dir = resolve_run(run).folder()
+    from ..jobs.circuits import prune_job  # torch: only once the run is known to be there
+
     with open_store() as store:
         rows = prune_job(store, run_dir, None if all_tasks else list(tasks), settings, device=device)
     print_rows(["task", "status", "nodes", "random_ranking_nodes", "edges", "full_loss", "sufficiency_loss",

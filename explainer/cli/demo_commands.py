@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import click
 
-from sparse_model.prune import check_target_loss
+from sparse_model.prune_settings import check_target_loss
 
-from ..jobs.demo import DemoSettings, run_demo
+from ..jobs.settings import DemoSettings
 
 from .common import db_option, device_option, open_store, output_options, print_rows
 
@@ -50,6 +50,8 @@ def demo_command(out, report, preset, target_loss, tasks, max_nodes, corpus, llm
     settings = DemoSettings(out=out, report=report, preset=preset, tasks=tuple(tasks) or None, target_loss=target_loss,
                             prune=replace(_D.prune, base=replace(_D.prune.base, target_loss=target_loss)), max_nodes_per_task=max_nodes or None,
                             corpus=corpus, llm=llm, device=device)
+    from ..jobs.demo import run_demo
+
     with open_store() as store:
         rows = run_demo(store, settings, log=lambda m: click.echo(m, err=True))
     cols = ["task", "status", "target_loss", "sufficient", "unpruned_loss", "nodes", "random_ranking_nodes", "edges", "sufficiency_loss", "necessity_loss",

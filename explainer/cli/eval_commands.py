@@ -12,11 +12,9 @@ from sparse_model.errors import UserError
 
 from ..ground_truth import RULES
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT
-from ..jobs.evaluate import run_suite, to_json
-from ..jobs.explain import ExplainSettings, explain_job, select_nodes
+from ..jobs.settings import ExplainSettings
 from ..llm import make_client
 from ..simulators import EMBEDDING, SIMULATORS, EmbeddingSimulator, make_simulator
-from ..suite import EvalSettings, SuiteData
 
 from .common import db_option, open_store, print_rows, resolve_run
 
@@ -78,6 +76,9 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
     if real_nodes < 0:
         raise UserError(f"--real-nodes must be at least 0, got {real_nodes}")
     loaded = resolve_run(run)
+    from ..jobs.evaluate import run_suite, to_json  # torch: only once the run is known
+    from ..suite import EvalSettings, SuiteData
+
     data = SuiteData.from_run(loaded.folder())
     results = []
     with open_store() as store:
@@ -157,6 +158,8 @@ def _print_suites(results) -> None:
 
 def _real_nodes(store, run, backend, model, base_url, concurrency, method, n, tasks):
     """Explain the first n circuit nodes of the run with this simulator (stored as a normal explain job)."""
+    from ..jobs.explain import explain_job, select_nodes
+
     if method not in SIMULATORS:
         raise UserError(f"--real-nodes works with the {', '.join(SIMULATORS)} simulators")
     nodes = select_nodes(store, run, tasks=tasks or None)[:n]

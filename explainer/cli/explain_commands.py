@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT
-from ..jobs.explain import ExplainSettings, explain_job
+from ..jobs.settings import ExplainSettings
 from ..llm import RetryPolicy, make_client
 from ..simulators import SIMULATORS
 
@@ -85,6 +85,8 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
                                llm_only=llm_only)
     settings.check()
     run_dir = resolve_run(run).folder()
+    from ..jobs.explain import explain_job  # torch: only once the run is known to be there
+
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency,
                          retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout, backoff=backoff))
     with open_store() as store:

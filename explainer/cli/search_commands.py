@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..jobs.search import COLUMNS, search
 
 from .common import db_option, db_path, output_options, print_rows
 
@@ -30,6 +29,8 @@ def search_command(query, model, task, limit, fmt):
       circuits search "closing quote of a string"
       circuits search "the keyword return" --model demo --task single_double_quote --limit 5 --json
     """
+    from ..jobs.search import COLUMNS, search
+
     rows = search(db_path(), query, model=model, task=task, limit=limit, log=lambda m: click.echo(m, err=True))
     columns = TABLE_COLUMNS if fmt == "table" else COLUMNS
     print_rows(columns, [[r[c] for c in columns] for r in rows], fmt)

@@ -15,12 +15,11 @@ target its circuit was pruned to, so no task passes as learned at a target it wa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable
 
 from sparse_model.device import resolve_device
-from sparse_model.prune import NO_SMALL_CIRCUIT, PruneSettings
-from sparse_model.prune_search import SearchSettings
+from sparse_model.prune import NO_SMALL_CIRCUIT
 from sparse_model.train import train
 
 from ..llm import LLMClient, make_client
@@ -28,39 +27,8 @@ from ..llm.local import check_local_model
 from ..report import write_report
 from ..store import Store
 from .circuits import evaluate_tasks_job, prune_job
-from .explain import ExplainSettings, explain_job
-
-DEMO_TARGET_LOSS = 0.15  # the paper's
-FALLBACK_TARGET_LOSS = 0.5
-# The demo's pruning search: the grid's first 3 points, no time limit (so every machine prunes the
-# same way and a rerun reproduces the circuit), sets of at most 256 nodes shrunk greedily. About 50 s
-# for single_double_quote and 70 s for indent_after_header on 2 cores; a full search (`circuits
-# prune`, 150 s per task) also shrinks sets of up to 512 nodes (README, "Pruning").
-DEMO_SEARCH = SearchSettings(PruneSettings(target_loss=DEMO_TARGET_LOSS), budget_s=None, points=3, shrink_max=256)
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    out: str = "runs/demo"
-    report: str = "report.html"
-    preset: str = "demo"
-    corpus: str | None = None  # default: this Python's standard library
-    llm: str | None = None  # embedded LLM: a short name or a GGUF file (default: the local backend's)
-    device: str = "auto"  # where torch runs (`sparse_model.device`); the embedded LLM is llama.cpp's own
-    tasks: tuple[str, ...] | None = None  # None: every task the model learned (random-label control excluded)
-    target_loss: float = DEMO_TARGET_LOSS
-    fallback_target_loss: float | None = FALLBACK_TARGET_LOSS  # when no task reaches target_loss; None: stop there
-    # The demo model's circuits have hundreds of nodes and the embedded LLM needs seconds per node,
-    # so the demo explains each circuit's highest-ranked nodes (None: all of them). Fewer nodes with
-    # more candidates and windows (README, "What the demo's explanations are worth"): 6 LLM
-    # candidates plus the other writers', all picked on 10 + 10 calibrate windows and scored on
-    # 10 + 10, from 10 explain windows (which also make the token lists and token lookup surer).
-    max_nodes_per_task: int | None = 15
-    # Each learned task's pruning tries the search grid's first 3 points (README, "Pruning").
-    prune: SearchSettings = field(default_factory=lambda: DEMO_SEARCH)
-    explain: ExplainSettings = field(default_factory=lambda: ExplainSettings(
-        explanations_per_node=6, window=32, explain_windows=10, score_windows=10, calibrate_windows=10))
-
+from .explain import explain_job
+from .settings import DEMO_SEARCH, DEMO_TARGET_LOSS, FALLBACK_TARGET_LOSS, DemoSettings  # noqa: F401
 
 def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClient | None = None,
              progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:

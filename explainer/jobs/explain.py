@@ -34,8 +34,7 @@ from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..scoring import mean_defined
 from ..writers import LLM_WRITER, WRITERS_VERSION, cheap_candidates
 from ..llm import LLMClient
-from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, best_of_k_sizes, pick_windows, \
-    simulate_and_score, token_lookup
+from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, pick_windows, simulate_and_score, token_lookup
 from ..records import DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
 from ..simulators import EMBEDDING, make_simulator
 from ..store import Store
@@ -43,35 +42,7 @@ from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_o
 from .circuits import register_model
 from .rows import Item, explanation_item, record_rows, records_by_split, row_id, settings_key
 from .search import embeddings_for
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """Everything that changes a job's results (besides the LLM and the prompts)."""
-
-    explanations_per_node: int | None = None  # best-of-k; None: by simulator (pipeline.best_of_k_sizes)
-    simulator: str = "auto"
-    window: int | None = None  # tokens per activation record; default 64, or the model's context if shorter
-    explain_windows: int = 5  # top windows shown to the explainer
-    score_windows: int = 5  # top windows and as many random ones, on the score split
-    calibrate_windows: int | None = None  # top and as many random windows, calibrate split; None: by simulator
-    seed: int = 0
-    shuffled: bool = True
-    llm_only: bool = False  # True: best-of-k pools only the LLM's candidates, no other writer's
-
-    def check(self) -> None:
-        if self.explanations_per_node is not None and self.explanations_per_node < 1:
-            raise UserError(f"--explanations-per-node must be at least 1, got {self.explanations_per_node}")
-        for name in ("explain_windows", "score_windows", "calibrate_windows"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.window is not None and self.window < 2:
-            raise UserError(f"--window must be at least 2 tokens, got {self.window}")
-
-    def resolved(self, simulator_method: str) -> "ExplainSettings":
-        """These settings with best-of-k's unset sizes filled in for the simulator in use."""
-        k, calibrate = best_of_k_sizes(simulator_method, self.explanations_per_node, self.calibrate_windows)
-        return replace(self, explanations_per_node=k, calibrate_windows=calibrate)
+from .settings import ExplainSettings  # noqa: F401 (importable from here too)
 
 
 @dataclass
