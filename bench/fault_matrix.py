@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("run", nargs="?")
     ap.add_argument("--simulator", default="auto", help="auto (all at once on this server: slow) or chat_logprobs")
     ap.add_argument("--timeout", type=float, default=TIMEOUT)
+    ap.add_argument("--concurrency", type=int, default=4, help="the ceiling of the adaptive limit (default: the CLI's)")
     args = ap.parse_args()
 
     from fault_matrix_run import run_fault_matrix
@@ -53,7 +54,7 @@ def main() -> None:
     with start_llama_server() as upstream:
         try:
             figures, checks = run_fault_matrix(run, prompts, upstream, tmp, simulator=args.simulator,
-                                               timeout=args.timeout)
+                                               timeout=args.timeout, concurrency=args.concurrency)
         except RuntimeError as e:
             sys.exit(str(e))
     print(json.dumps(figures, indent=1))

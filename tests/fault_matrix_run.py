@@ -33,7 +33,7 @@ def result_rows(db: Path) -> list:
 
 
 def run_fault_matrix(run: Path, prompts: Path, upstream: str, workdir: Path, *, simulator: str = "auto",
-                     timeout: float = 120.0) -> tuple[dict, dict[str, bool]]:
+                     timeout: float = 120.0, concurrency: int = 1) -> tuple[dict, dict[str, bool]]:
     """Returns (figures, checks); every check should be True."""
 
     def job(db: Path, base_url: str) -> float:
@@ -41,7 +41,7 @@ def run_fault_matrix(run: Path, prompts: Path, upstream: str, workdir: Path, *, 
         r = CliRunner().invoke(cli, [
             "--db", str(db), "explain", str(run), "--backend", "openai", "--base-url", base_url, "--model", "smollm2",
             "--node", "L0.mlp.neuron[1]", "--node", "L0.mlp.neuron[2]", "--window", "6", "--explain-windows", "1",
-            "--score-windows", "1", "--calibrate-windows", "1", "--explanations-per-node", "1", "--concurrency", "1",
+            "--score-windows", "1", "--calibrate-windows", "1", "--explanations-per-node", "1", "--concurrency", str(concurrency),
             "--timeout", str(timeout), "--max-attempts", "3", "--prompts", str(prompts), "--explain-prompt", "explain",
             "--simulator", simulator], env={"OPENAI_API_KEY": SECRET})
         if r.exit_code != 0:
@@ -60,6 +60,8 @@ def run_fault_matrix(run: Path, prompts: Path, upstream: str, workdir: Path, *, 
         rerun = proxy.requests
 
     attempts = [a for (a,) in _q(faulty, "SELECT attempts FROM llm_requests WHERE NOT cache_hit")]
+    failed_sims = _q(faulty, "SELECT count(*) FROM simulations WHERE failure IS NOT NULL")[0][0]
+    settled = [c for (c,) in _q(faulty, "SELECT concurrency FROM jobs ORDER BY started_at")]
     leaked = [str(p) for p in [faulty, clean, *run.rglob("*")] if p.is_file() and SECRET.encode() in p.read_bytes()]
     checks = {
         "same rows as the fault-free run": result_rows(faulty) == result_rows(clean),
@@ -68,9 +70,12 @@ def run_fault_matrix(run: Path, prompts: Path, upstream: str, workdir: Path, *, 
         "attempts bounded (at most 2)": max(attempts) <= 2,
         "rerun made zero requests": rerun == 0,
         "API key in no file": not leaked,
+        "no failed simulation": failed_sims == 0,
     }
     figures = {"simulator": simulator, "requests (faulty run)": requests, "distinct requests (fault-free run)": distinct,
                "faults by kind": applied, "retries": sum(applied.values()), "nodes lost": 0,
                "Retry-After gaps (s)": [round(g, 2) for g in gaps],
-               "seconds faulty / fault-free": [round(t_faulty, 1), round(t_clean, 1)]}
+               "seconds faulty / fault-free": [round(t_faulty, 1), round(t_clean, 1)],
+               "concurrency ceiling / settled (faulty run, its rerun)": [concurrency, settled],
+               "failed simulations": failed_sims}
     return figures, checks

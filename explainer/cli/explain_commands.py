@@ -122,7 +122,7 @@ def jobs_command(fmt):
     with open_store(read_only=True) as store:
         rows = store.list_jobs()
     cols = ["job_id", "started_at", "status", "model", "llm_model", "nodes_done", "failures", "requests", "cache_hits",
-            "prompt_tokens", "completion_tokens", "cost", "seconds"]
+            "prompt_tokens", "completion_tokens", "cost", "concurrency", "seconds"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
 
 

@@ -285,15 +285,18 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
         finally:
             await client.close()
 
+    def settled() -> int | None:  # requests in flight the client's adaptive limit settled at
+        return getattr(getattr(client, "limit", None), "settled", None)
+
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        store.update_job(job_id, status="interrupted")
+        store.update_job(job_id, status="interrupted", concurrency=settled())
         raise
     except BaseException as e:
-        store.update_job(job_id, status="failed", error=" ".join(str(e).split())[:500])
+        store.update_job(job_id, status="failed", error=" ".join(str(e).split())[:500], concurrency=settled())
         raise
-    store.update_job(job_id, status="finished")
+    store.update_job(job_id, status="finished", concurrency=settled())
     assert summary is not None
     summary.job_id = job_id
     _summarise(store, summary.settings_key, node_ids, summary)

@@ -29,6 +29,8 @@ import tenacity
 
 from sparse_model.errors import UserError
 
+from .limit import AdaptiveLimit
+
 # What a backend can do; simulators and explainers pick their method from these.
 CHAT = "chat"  # generate text from messages
 TOKEN_LOGPROBS = "token_logprobs"  # ... with top log-probabilities of each generated token
@@ -216,10 +218,10 @@ class LLMClient:
         if self.concurrency < 1:
             raise UserError(f"--concurrency must be at least 1, got {self.concurrency}")
         self.retry.check()
-        self._limit = self.concurrency if self.backend.max_concurrency is None else \
+        ceiling = self.concurrency if self.backend.max_concurrency is None else \
             min(self.concurrency, self.backend.max_concurrency)
-        self._semaphore: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        timeout = getattr(self.backend, "timeout", None) or self.retry.timeout  # what a request may take
+        self.limit = AdaptiveLimit(ceiling, timeout)  # requests in flight: adapts to the server
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -269,15 +271,25 @@ class LLMClient:
             if hit is not None:
                 self._account(method, request, hit, 0.0, True, 0)
                 return hit
-        loop = asyncio.get_running_loop()
-        if self._semaphore is None or self._loop is not loop:  # one semaphore per event loop
-            self._semaphore, self._loop = asyncio.Semaphore(self._limit), loop
-        # The slot is held while waiting to retry: never more than `concurrency` requests in flight.
-        async with self._semaphore:
-            result = await self._attempts(method, request, lambda: getattr(self.backend, method)(request))
+        result = await self._attempts(method, request, lambda: self._in_flight(getattr(self.backend, method), request))
         if self.cache is not None:
             self.cache.put(key, endpoint, method, result)
         return result
+
+    async def _in_flight(self, send, request: Any) -> Any:
+        """One attempt, in a slot of the adaptive limit (`limit.AdaptiveLimit`): at most `concurrency`
+        requests in flight, fewer while the server answers slowly. A timeout, a 429 or a 5xx halves
+        the limit; the wait before a retry holds no slot."""
+        async with self.limit.slot() as slot:
+            t0 = time.perf_counter()
+            try:
+                result = await send(request)
+            except LLMRequestError as e:
+                if e.retryable and not e.unreachable and (e.status is None or e.status == 429 or e.status >= 500):
+                    slot.overloaded()
+                raise
+            slot.answered(time.perf_counter() - t0)
+            return result
 
     async def _attempts(self, method: str, request: Any, call) -> Any:
         """`call()` under the retry policy, accounted once with its number of attempts."""

@@ -98,6 +98,10 @@ circuits.baseline_nodes, search_points, search_seconds; prune_points (migration 
     changed of the base settings), settings (JSON, all of them), nodes, edges, selection_loss,
     sufficiency_loss (held-out), sufficient, seconds, chosen (the one the circuit is).
     The view circuit_summary gains status-relevant columns: baseline_nodes, n_candidates, note.
+jobs.concurrency (migration 11)
+    The number of requests in flight the job's adaptive limit settled at (`explainer.llm.limit`:
+    it starts at 1, grows while answers come back well within the timeout, halves on a slow
+    answer, a timeout, a 429 or a 5xx; `--concurrency` is its ceiling). job_summary shows it.
 
 Adding a migration
 ------------------
@@ -516,6 +520,36 @@ MIGRATIONS: list[tuple[int, str]] = [
                    c.full_loss, c.sufficiency_loss, c.necessity_loss, c.sufficient, c.target_loss,
                    t.random_labels, c.note, c.circuit_id
             FROM circuits c LEFT JOIN tasks t ON t.name = c.task;
+        """,
+    ),
+    (
+        11,
+        """
+        -- The number of requests in flight a job settled at (explainer/llm/limit.py adapts it).
+        ALTER TABLE jobs ADD COLUMN concurrency INTEGER;
+        DROP VIEW job_summary;
+        CREATE VIEW job_summary AS
+            WITH r AS (
+                SELECT job_id, count(*) AS requests, count(*) FILTER (WHERE cache_hit) AS cache_hits,
+                       count(*) FILTER (WHERE status <> 'ok') AS request_errors,
+                       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+                       sum(cost) AS cost, max(created_at) AS last_request
+                FROM llm_requests GROUP BY job_id
+            ), e AS (
+                SELECT job_id, count(DISTINCT node_id) AS nodes_done,
+                       count(DISTINCT node_id) FILTER (WHERE failure IS NOT NULL OR text IS NULL) AS failures
+                FROM explanations WHERE kind = 'llm' AND selected GROUP BY job_id
+            )
+            SELECT j.job_id, j.started_at, j.status, j.model, j.backend, j.llm_model,
+                   coalesce(e.nodes_done, 0) AS nodes_done, coalesce(e.failures, 0) AS failures,
+                   coalesce(r.requests, 0) AS requests, coalesce(r.cache_hits, 0) AS cache_hits,
+                   coalesce(r.request_errors, 0) AS request_errors,
+                   coalesce(r.prompt_tokens, 0) AS prompt_tokens, coalesce(r.completion_tokens, 0) AS completion_tokens,
+                   r.cost,
+                   date_diff('millisecond', j.started_at, coalesce(j.finished_at, r.last_request, j.started_at)) / 1000.0
+                       AS seconds,
+                   j.concurrency, j.settings_key, j.error, j.pid, j.command
+            FROM jobs j LEFT JOIN r USING (job_id) LEFT JOIN e USING (job_id);
         """,
     ),
 ]
