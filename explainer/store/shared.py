@@ -8,6 +8,12 @@ closes it again once it has been idle for `IDLE_SECONDS`. A reader (`circuits jo
 ($CIRCUITS_DB_WAIT); so
 does a writer that finds a reader in it. Readers see what was committed so far.
 
+A job that commits one small transaction after another (storing the records of thousands of
+nodes) would still never be idle for IDLE_SECONDS, so a reader waiting for the file marks that it
+waits (the mtime of `<file>.waiting`, touched at every try), and a writer that sees a fresh mark
+after a commit closes the file for YIELD_SECONDS before its next statement. With nobody waiting
+this costs one `stat` per commit.
+
 Two writers must still never interleave: a read-write `Store` also holds an advisory lock
 (`flock`) on the file for its whole life, and a second one (another process) gets one clear line.
 Within one process the lock is shared, so nested stores of the same file keep working.
@@ -25,6 +31,8 @@ from typing import Any, Callable
 import duckdb
 
 IDLE_SECONDS = 0.2  # close the file after this long without a statement
+YIELD_SECONDS = 0.15  # a writer that sees a reader waiting closes the file for this long after a commit
+WAITING_FRESH = 0.3  # a waiting-reader mark older than this is stale (the reader got in, or gave up)
 WAIT_SECONDS = 10.0  # how long to wait for a busy file before giving up ($CIRCUITS_DB_WAIT overrides)
 WAIT_ENV = "CIRCUITS_DB_WAIT"
 _RETRY_EVERY = 0.05
@@ -64,8 +72,12 @@ class SharedConnection:
     rollback, close), opening the file only while in use (see the module docstring)."""
 
     def __init__(self, connect: Callable[[], duckdb.DuckDBPyConnection], idle: float = IDLE_SECONDS,
-                 wait: float | None = None):
+                 wait: float | None = None, path: Path | str | None = None, reader: bool = False):
         self._connect, self.idle, self.wait = connect, idle, wait if wait is not None else wait_seconds()
+        # where waiting readers leave their mark (None: nobody to share with); readers mark, writers yield
+        self._waiting = Path(str(path) + ".waiting") if path is not None else None
+        self._reader = reader
+        self.yields = 0  # how often a writer let a waiting reader in (for the benchmark)
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._in_transaction = False
@@ -86,9 +98,33 @@ class SharedConnection:
                 except duckdb.Error as e:
                     if not is_busy(e) or time.monotonic() > deadline:
                         raise
+                    self._mark_waiting()
                     time.sleep(_RETRY_EVERY)
         self._last = time.monotonic()
         return self._con
+
+    def _mark_waiting(self) -> None:
+        """A reader waiting for the file says so (see the module docstring)."""
+        if self._reader and self._waiting is not None:
+            try:
+                self._waiting.touch()
+            except OSError:  # a read-only folder: the reader only waits longer
+                pass
+
+    def _yield_to_readers(self) -> None:
+        """After a commit: if a reader is waiting, close the file and give it YIELD_SECONDS to get in
+        (the lock is held, so no thread of this process reopens it meanwhile)."""
+        if self._reader or self._waiting is None or self._con is None or self._in_transaction:
+            return
+        try:
+            fresh = time.time() - self._waiting.stat().st_mtime < WAITING_FRESH
+        except OSError:
+            return
+        if fresh:
+            self._con.close()
+            self._con = None
+            self.yields += 1
+            time.sleep(YIELD_SECONDS)
 
     def _close_when_idle(self) -> None:
         while not self._closed:
@@ -103,6 +139,7 @@ class SharedConnection:
             cur = self._open().execute(sql, params)
             result = _Result(cur.description, cur.fetchall() if cur.description is not None else [])
             self._last = time.monotonic()
+            self._yield_to_readers()
             return result
 
     def executemany(self, sql: str, rows: Any) -> None:
@@ -122,6 +159,8 @@ class SharedConnection:
     def _end(self, how: str) -> None:
         try:
             getattr(self._con, how)()
+            self._in_transaction = False
+            self._yield_to_readers()
         finally:
             self._in_transaction = False
             self._last = time.monotonic()

@@ -99,7 +99,7 @@ class Store(ReportQueries, SearchQueries):
         try:
             # A file is held only while it is used (explainer/store/shared.py), so readers can look at
             # a running job; ":memory:" has nobody to share with.
-            con = connect() if in_memory or not shared else SharedConnection(connect)
+            con = connect() if in_memory or not shared else SharedConnection(connect, path=path, reader=read_only)
         except duckdb.Error as e:
             raise cls._open_error(path, e) from None
         store = cls(con, path, read_only)
