@@ -160,3 +160,33 @@ def test_db_option_works_after_the_command_too(tmp_path):
     assert r.exit_code == 0, r.stderr
     r = CliRunner().invoke(main, ["sql", "SELECT 1", "--db", str(tmp_path / "missing.duckdb")])
     assert r.exit_code == 1 and "missing.duckdb" in r.stderr
+
+
+def test_readers_are_answered_in_every_stage_of_a_running_demo(tmp_path, small_corpus, embedded_llm):
+    """`circuits sql` polled from another process throughout a real demo (training, tasks, pruning,
+    records, joining the model, explaining, the report) is answered every time, while the demo
+    writes; the stages it was answered in are the demo's own progress lines."""
+    env = {k: v for k, v in os.environ.items() if k != "CIRCUITS_KILL_AT"}
+    env["CIRCUITS_MODEL_CACHE"] = str(tmp_path / "model-cache")
+    db = tmp_path / "c.duckdb"
+    Store.open(db).close()  # the file exists before the demo starts, so the first poll has something to read
+    log = tmp_path / "demo.log"
+    cmd = [sys.executable, "-m", "explainer", "--db", str(db), "demo", "--out", str(tmp_path / "demo"),
+           "--report", str(tmp_path / "report.html"), "--preset", "tiny", "--corpus", str(small_corpus), "--task",
+           "random_control", "--max-nodes", "2", "--model", "qwen2.5-coder-0.5b", "--json"]
+    with open(log, "w") as err:
+        demo = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        answered: list[str] = []
+        try:
+            while demo.poll() is None:
+                r = subprocess.run([sys.executable, "-m", "explainer", "--db", str(db), "sql",
+                                    "SELECT count(*) FROM schema_version", "--csv"],
+                                   capture_output=True, text=True, timeout=120, env=env)
+                stages = [line[:5] for line in log.read_text().splitlines() if line.startswith("[")]
+                assert r.returncode == 0, (stages[-1:], r.stderr)  # answered, whatever the demo was doing
+                answered.append(stages[-1] if stages else "start")
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+    assert demo.returncode == 0, log.read_text()[-2000:]
+    assert {"[1/5]", "[3/5]", "[4/5]"} <= set(answered), Counter(answered)  # polled during the long stages
