@@ -26,13 +26,19 @@ if TYPE_CHECKING:  # torch is imported where it is used, so the CLI starts witho
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+def device_name(name: str | None = "auto") -> str:
+    """A --device value checked and lowercased, without importing torch; one clear line if unknown."""
+    name = (name or "auto").lower()
+    if name not in DEVICES:
+        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    return name
+
+
 def resolve_device(name: str | None = "auto") -> torch.device:
     """The torch device for a --device value; one clear line if it is not there."""
     import torch
 
-    name = (name or "auto").lower()
-    if name not in DEVICES:
-        raise UserError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    name = device_name(name)
     local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

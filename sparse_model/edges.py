@@ -72,14 +72,13 @@ def circuit_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> list[Edge]:
 @torch.no_grad()
 def count_edges(model: SparseGPT, kept: list[tuple[str, int]]) -> int:
     """len(circuit_edges(model, kept)), without building the list."""
-    sets = {loc: torch.tensor(sorted(ix)) for loc, ix in _sets(kept).items()}
+    sets = _sets(kept)
     matrices, residual = _structure(model)
     n = 0
     for src, dst, w in matrices:
         if src in sets and dst in sets:
-            n += int((w.detach().cpu()[sets[dst]][:, sets[src]] != 0).sum())
+            n += int((w.detach().cpu()[sorted(sets[dst])][:, sorted(sets[src])] != 0).sum())
     for write, read, gain in residual:
-        if write in sets and read in sets:
-            common = sorted(set(sets[write].tolist()) & set(sets[read].tolist()))
-            n += int((gain.detach().cpu()[common] != 0).sum()) if common else 0
+        common = sorted(sets.get(write, set()) & sets.get(read, set()))
+        n += int((gain.detach().cpu()[common] != 0).sum()) if common else 0
     return n

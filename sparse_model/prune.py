@@ -312,13 +312,14 @@ class Trial:
         return count_edges(model, self.kept())
 
 
-def gate(model: SparseGPT, task: Task, settings: PruneSettings, t0: float) -> Circuit | None:
-    """The `not_learned` circuit of a task whose unpruned loss is above the target (None: go on)."""
+def gate(model: SparseGPT, task: Task, settings: PruneSettings, t0: float) -> Circuit:
+    """The unpruned model on the task, as the head of its circuit: status `not_learned` when its loss
+    is above the target (then there is nothing to prune), else `control` or `circuit`, to be
+    completed by `finish_circuit`."""
     full_loss, full_acc = loss_with(model, task.val)
-    if full_loss > settings.target_loss and not task.random_labels:
-        n_nodes = sum(node_locations(model.cfg).values())
-        return Circuit(task.name, "not_learned", settings, full_loss, full_acc, n_nodes, seconds=time.perf_counter() - t0)
-    return None
+    n_nodes = sum(node_locations(model.cfg).values())
+    status = "control" if task.random_labels else "not_learned" if full_loss > settings.target_loss else "circuit"
+    return Circuit(task.name, status, settings, full_loss, full_acc, n_nodes, seconds=time.perf_counter() - t0)
 
 
 def try_settings(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
@@ -367,16 +368,16 @@ def shrink(model: SparseGPT, trial: Trial, task: Task, means: dict[str, torch.Te
     return Trial(ranked, len(kept), k, loss, suff_loss, suff_acc)
 
 
-def finish_circuit(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings: PruneSettings,
-                   trial: Trial, t0: float) -> Circuit:
-    """The circuit of a trial: edges, necessity, the random-ranking baseline and an honest status."""
+def finish_circuit(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], head: Circuit,
+                   settings: PruneSettings, trial: Trial, t0: float) -> Circuit:
+    """The circuit of a trial, from its `gate` head: edges, necessity, the random-ranking baseline and
+    an honest status."""
     _, held = split_val(task)
-    full_loss, full_acc = loss_with(model, task.val)
-    n_nodes = sum(node_locations(model.cfg).values())
+    n_nodes = head.n_candidates
     kept = trial.kept()
     nec_loss, _ = loss_with(model, held, means, keep_masks(model.cfg, kept, invert=True))
-    c = Circuit(task.name, "control" if task.random_labels else "circuit", settings, full_loss, full_acc, n_nodes,
-                trial.selection_loss, trial.sufficiency_loss, trial.sufficiency_accuracy, nec_loss, trial.ranked[:trial.k],
+    c = Circuit(task.name, head.status, settings, head.full_loss, head.full_accuracy, n_nodes, trial.selection_loss,
+                trial.sufficiency_loss, trial.sufficiency_accuracy, nec_loss, trial.ranked[:trial.k],
                 circuit_edges(model, kept), 0.0, trial.selected, trial.k - trial.selected)
     if c.status == "circuit" and trial.sufficiency_loss > settings.target_loss:
         c.note = (f"held-out sufficiency loss {trial.sufficiency_loss:.3f} is above the target {settings.target_loss:g} "
@@ -396,9 +397,9 @@ def prune(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], settings
     t0 = time.perf_counter()
     model.eval()
     head = gate(model, task, settings, t0)
-    if head is not None:
+    if head.status == "not_learned":
         return head
-    return finish_circuit(model, task, means, settings, try_settings(model, task, means, settings, progress), t0)
+    return finish_circuit(model, task, means, head, settings, try_settings(model, task, means, settings, progress), t0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def search(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], ss: Sea
     return it as a circuit with every point tried."""
     t0 = time.perf_counter()
     head = gate(model, task, ss.base, t0)
-    if head is not None:  # not learned: nothing to search
+    if head.status == "not_learned":  # nothing to search
         return head
     grid = [(over, replace(ss.base, **over)) for over in SEARCH_GRID[:ss.points]]
     deadline = None if ss.budget_s is None else t0 + ss.budget_s
@@ -110,7 +110,7 @@ def search(model: SparseGPT, task: Task, means: dict[str, torch.Tensor], ss: Sea
     point, trial = min(sufficient, key=lambda pt: (pt[0].nodes, pt[0].sufficiency_loss)) if sufficient else \
         min(trials, key=lambda pt: pt[0].sufficiency_loss)
     point.chosen = True
-    circuit = finish_circuit(model, task, means, point.settings, trial, t0)
+    circuit = finish_circuit(model, task, means, head, point.settings, trial, t0)
     circuit.search = [p for p, _ in trials]
     circuit.search_settings = ss
     return circuit

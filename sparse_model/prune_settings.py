@@ -18,6 +18,10 @@ LN2 = math.log(2)
 SHRINK_MAX = 512  # greedy shrinking tries one removal per kept node: only for sets up to this size
 
 
+def _digest(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def check_target_loss(target: float) -> None:
     if not (0.0 < target < LN2):
         raise UserError(f"target loss {target} is outside (0, ln 2 = {LN2:.3f}); a circuit must beat chance, e.g. 0.15")
@@ -50,7 +54,7 @@ class PruneSettings:
         return asdict(self)
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.to_dict())
 
 
 # The points, in the order they are tried: the single-run defaults first (so a search is never worse
@@ -93,4 +97,4 @@ class SearchSettings:
                            "grid": GRID_VERSION}}
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.to_dict())

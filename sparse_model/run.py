@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from . import run_files
-from .device import DEVICES
+from .device import device_name
 from .errors import UserError
 
 if TYPE_CHECKING:  # the heavy parts are imported where they are used: a Run that is only named costs nothing
@@ -37,9 +37,7 @@ class Run:
     def __init__(self, run_dir: Path | str | None, name: str | None = None, device: str | None = "auto"):
         # None: a model the store knows without a run folder (only its name is usable).
         self.run_dir = Path(run_dir) if run_dir else None
-        if (device or "auto").lower() not in DEVICES:  # a misspelt device fails here, before any work
-            raise UserError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-        self._device_name = device
+        self._device_name = device_name(device)  # a misspelt device fails here, before any work
         if name is not None:
             self.__dict__["name"] = name  # known from the store: run.json is not read for it
 

@@ -28,7 +28,8 @@ from ..report import write_report
 from ..store import Store
 from .circuits import evaluate_tasks_job, prune_job
 from .explain import explain_job
-from .settings import DEMO_SEARCH, DEMO_TARGET_LOSS, FALLBACK_TARGET_LOSS, DemoSettings  # noqa: F401
+from .settings import DemoSettings
+
 
 def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClient | None = None,
              progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
@@ -64,9 +65,10 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
         if store.circuit_with_settings(model, task, prune.digest()) is None:
             prune_job(store, s.out, [task], prune, progress=progress, device=s.device)
 
-    nodes = _nodes_to_explain(store, model, learned, prune.digest(), s.max_nodes_per_task)
+    circuits = {t: c for t in learned if (c := store.circuit_with_settings(model, t, prune.digest())) is not None}
+    skipped = [t for t, c in circuits.items() if c["status"] == NO_SMALL_CIRCUIT]
+    nodes = _nodes_to_explain(store, [c for t, c in circuits.items() if t not in skipped], s.max_nodes_per_task)
     limit = "every node" if s.max_nodes_per_task is None else f"the top {s.max_nodes_per_task} nodes by importance"
-    skipped = _not_circuits(store, model, learned, prune.digest())
     if skipped:
         log(f"not explained, no small circuit found: {', '.join(skipped)} (`circuits circuits` says why)")
     log(f"[4/5] explaining {limit} of each circuit ({len(nodes)} nodes) with the embedded LLM "
@@ -80,22 +82,13 @@ def run_demo(store: Store, settings: DemoSettings | None = None, client: LLMClie
     return summary_rows(store, model, learned)
 
 
-def _not_circuits(store: Store, model: str, tasks: list[str], digest: str) -> list[str]:
-    """The tasks whose pruned set (with these settings) is no small circuit."""
-    found = [(t, store.circuit_with_settings(model, t, digest)) for t in tasks]
-    return [t for t, c in found if c is not None and c["status"] == NO_SMALL_CIRCUIT]
-
-
-def _nodes_to_explain(store: Store, model: str, tasks: list[str], digest: str, limit: int | None) -> list[str]:
-    """Node ids of the tasks' circuits (pruned with these settings; sets that are no small circuit
-    are left out, a random-label control asked for by name is not), highest-ranked first, at most
-    `limit` per circuit."""
+def _nodes_to_explain(store: Store, circuits: list[dict], limit: int | None) -> list[str]:
+    """Node ids of these circuits (the demo leaves out sets that are no small circuit, not a
+    random-label control asked for by name), highest-ranked first, at most `limit` per circuit."""
     out: list[str] = []
-    for task in tasks:
-        circuit = store.circuit_with_settings(model, task, digest)
-        if circuit is not None and circuit["status"] != NO_SMALL_CIRCUIT:
-            ids = [n["node_id"] for n in store.circuit_nodes(circuit["circuit_id"])]
-            out += ids if limit is None else ids[:limit]
+    for circuit in circuits:
+        ids = [n["node_id"] for n in store.circuit_nodes(circuit["circuit_id"])]
+        out += ids if limit is None else ids[:limit]
     return list(dict.fromkeys(out))
 
 

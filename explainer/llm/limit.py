@@ -30,14 +30,11 @@ class Slot:
 
     def __init__(self, limit: "AdaptiveLimit"):
         self._limit = limit
-        self.outcome: str | None = None
 
     def answered(self, seconds: float) -> None:
-        self.outcome = "answered"
         self._limit._answered(seconds)
 
     def overloaded(self) -> None:
-        self.outcome = "overloaded"
         self._limit._cut()
 
 
@@ -49,7 +46,6 @@ class AdaptiveLimit:
         self.timeout = float(timeout)
         self.limit = 1.0
         self.in_flight = 0
-        self.peak = 0  # most requests in flight at once
         self.cuts = 0
         self._slow_start = True
         self._changed: asyncio.Condition | None = None
@@ -67,7 +63,6 @@ class AdaptiveLimit:
         async with changed:
             await changed.wait_for(lambda: self.in_flight < int(self.limit))
             self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
         try:
             yield Slot(self)
         finally:

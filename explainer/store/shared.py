@@ -77,7 +77,6 @@ class SharedConnection:
         # where waiting readers leave their mark (None: nobody to share with); readers mark, writers yield
         self._waiting = Path(str(path) + ".waiting") if path is not None else None
         self._reader = reader
-        self.yields = 0  # how often a writer let a waiting reader in (for the benchmark)
         self._lock = threading.RLock()
         self._con: duckdb.DuckDBPyConnection | None = None
         self._in_transaction = False
@@ -123,7 +122,6 @@ class SharedConnection:
         if fresh:
             self._con.close()
             self._con = None
-            self.yields += 1
             time.sleep(YIELD_SECONDS)
 
     def _close_when_idle(self) -> None:
