@@ -234,6 +234,12 @@ def fact_counts(records: Sequence[Any], threshold: int) -> list[tuple[str, int, 
     return [(f, on_marked[f], on_any[f]) for f in ranked]
 
 
+def _label(record: Any) -> str:
+    """' (what the window is)' for a record that says (in-task records: its variant), else ''."""
+    label = getattr(record, "label", None)
+    return f" ({label})" if label else ""
+
+
 def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temperature: float = 0.0,
                    seed: int | None = None) -> ChatRequest:
     """Zero-shot chat for small code models: the excerpts as code with the active tokens marked,
@@ -244,7 +250,7 @@ def marked_request(prompt: Prompt, records: Sequence[Any], prefill: bool, temper
         lines = [line.strip() for text in texts for line in text.split("\n") if MARK_OPEN in line]
         blocks = ["\n".join(f"{i}. {line}" for i, line in enumerate(lines[:int(prompt["max_lines"])], start=1))]
     else:
-        blocks = [f"Excerpt {i}:\n```python\n{text}\n```" for i, text in enumerate(texts, start=1)]
+        blocks = [f"Excerpt {i}{_label(r)}:\n```python\n{text}\n```" for i, (r, text) in enumerate(zip(records, texts), start=1)]
     counts = marked_counts(records, threshold)[:int(prompt["top_tokens"])]
     seen = seen_counts(records) if prompt["marked_of_seen"] else None
     summary = (f"{MOST_MARKED}: " + ", ".join(

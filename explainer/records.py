@@ -61,6 +61,7 @@ class ActivationRecord:
     sampling: str
     rank: int
     start: int
+    label: str | None = None  # how the explainer is told what the window is (in-task records: its variant)
 
     @property
     def max_activation(self) -> float:

@@ -221,8 +221,13 @@ def test_sigkill_mid_job_then_restart_leaves_exactly_the_rows_of_a_clean_run(tmp
             _wait_for_requests(server, proc, kill_at)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+            listed = CliRunner().invoke(main, ["--db", str(db), "jobs", "--json"])
+            assert [j["status"] for j in json.loads(listed.stdout)] == ["running (process gone)"]
             code, _, err = _run(db, tiny_run, server, small_prompts)
             assert code == 0, err
+            taken = [line for line in err.splitlines() if "taking over" in line]
+            assert len(taken) == 1 and f"pid {proc.pid}" in taken[0], err  # one line says so
+            assert sorted(_q(db, "SELECT status FROM jobs")) == [("finished",), ("interrupted",)]
             assert _rows(db) == _rows(clean)
             assert server.count() <= total + 2  # answers from before the kill came from the cache
 

@@ -35,7 +35,12 @@ def db_path() -> Path:
 
 
 def open_store(read_only: bool = False) -> Store:
-    return Store.open(db_path(), read_only=read_only)
+    store = Store.open(db_path(), read_only=read_only)
+    if store.taken_over:
+        jobs = ", ".join(f"{r['job_id']} (pid {r['pid']})" for r in store.taken_over)
+        click.echo(f"taking over {store.path}: job {jobs} ended without finishing, its process is gone; "
+                   "marked interrupted (run its command again to finish it)", err=True)
+    return store
 
 
 def resolve_run(run: str) -> Run:

@@ -10,6 +10,7 @@ from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT
 from ..jobs.settings import ExplainSettings
 from ..llm import RetryPolicy, make_client
 from ..simulators import SIMULATORS
+from ..store.shared import process_alive
 
 from .common import db_option, device_option, open_store, output_options, print_rows, resolve_run
 
@@ -47,6 +48,11 @@ _R = RetryPolicy()
               help="Explanation prompt file in prompts/: explain_marked_facts (zero-shot, marked tokens and the lexer's "
                    "descriptions of them), explain_marked_seen (without the descriptions), or explain (worked examples, "
                    "for large models); several joined by + take turns writing the candidates.")
+@click.option("--in-task", is_flag=True, help="What each node of the --task circuit does for that task: its effect "
+              "when ablated (from the circuit and from the model), the tokens it writes, and an in-task explanation "
+              "from the task's own pairs, scored on held-out pairs (table node_roles).")
+@click.option("--max-nodes", type=int, default=None, help="With --in-task: explain this many nodes, largest effect "
+              "first (default 15; 0: all).")
 @click.option("--no-shuffled", is_flag=True, help="Skip the shuffled-explanation control.")
 @click.option("--llm-only", is_flag=True, help="Pool only the LLM's candidates in best-of-k, without the token lists "
                                                "and lexer descriptions written without an LLM.")
@@ -64,8 +70,8 @@ _R = RetryPolicy()
 @output_options
 @db_option
 def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, concurrency, window, explain_windows,
-                    score_windows, calibrate_windows, prompts_dir, explain_prompt, no_shuffled, llm_only, seed, max_attempts, timeout, backoff, no_cache,
-                    retry_failed, prices, device, fmt):
+                    score_windows, calibrate_windows, prompts_dir, explain_prompt, in_task, max_nodes, no_shuffled, llm_only,
+                    seed, max_attempts, timeout, backoff, no_cache, retry_failed, prices, device, fmt):
     """Explain, simulate and score every circuit node of a run; results in the explanations,
     simulations and scores tables (query them through the node_scores view).
 
@@ -76,6 +82,7 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
     Examples:
       circuits explain runs/demo
       circuits explain runs/demo --task single_double_quote --explanations-per-node 3
+      circuits explain runs/demo --task single_double_quote --in-task
       OPENAI_API_KEY=... circuits explain runs/demo --backend openai --model gpt-4o-mini
       circuits explain runs/demo --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
     """
@@ -84,8 +91,19 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
                                calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled,
                                llm_only=llm_only)
     settings.check()
+    if in_task and len(tasks) != 1:
+        raise click.UsageError("--in-task explains one task's circuit: give exactly one --task")
+    if max_nodes is not None and (not in_task or max_nodes < 0):
+        raise click.UsageError("--max-nodes goes with --in-task and is 0 (all) or more")
     run_dir = resolve_run(run).folder()
     from ..jobs.explain import explain_job  # torch: only once the run is known to be there
+    source = None
+    if in_task:
+        from ..jobs.roles import DEFAULT_MAX_NODES, EXPLAIN_PROMPT, TaskSource
+
+        source = TaskSource(tasks[0], DEFAULT_MAX_NODES if max_nodes is None else max_nodes)
+        if explain_prompt == DEFAULT_EXPLAIN_PROMPT:
+            explain_prompt = EXPLAIN_PROMPT
 
     client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency,
                          retry=RetryPolicy(max_attempts=max_attempts, timeout=timeout, backoff=backoff))
@@ -93,7 +111,7 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
         s = explain_job(store, run_dir, client, tasks=list(tasks) or None, nodes=list(nodes) or None, settings=settings,
                         prompts_dir=prompts_dir, cache=not no_cache, retry_failed=retry_failed, prices=prices,
                         command=" ".join(["circuits", *sys.argv[1:]]) if sys.argv else None,
-                        explain_prompt=explain_prompt, device=device)
+                        explain_prompt=explain_prompt, device=device, source=source)
     u = client.usage
     click.echo(f"{s.model}: {s.explained} nodes explained, {s.skipped} already done, {s.failed} failed "
                f"(simulator {s.simulator}, settings {s.settings_key}); job {s.job_id}: {u.requests} LLM requests, "
@@ -103,8 +121,26 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
     if s.writers:
         click.echo("selected explanations by writer: " + ", ".join(f"{w} {n}" for w, n in sorted(s.writers.items())),
                    err=True)
+    if source is not None:
+        _print_roles(source, fmt)
+        return
     rows = [[k, v] for k, v in s.mean_score.items()] + [["best LLM-written candidate", s.llm_candidate_score]]
     print_rows(["kind", "mean_score"], rows, fmt)
+
+
+def _print_roles(source, fmt) -> None:
+    """The node_roles rows of the explained circuit, largest effect first, and the effects' check."""
+    with open_store(read_only=True) as store:
+        rows = store.node_roles(source.circuit["circuit_id"])
+        base = store.circuit_effects(source.circuit["circuit_id"])
+    if base:
+        click.echo(f"{source.task}: circuit loss {base['circuit_loss']:.3f}, model loss {base['model_loss']:.3f}; "
+                   f"ablating the whole circuit from the model: {base['necessity_loss']:.3f} "
+                   f"(+{base['necessity_loss'] - base['model_loss']:.3f}), the sum of single-node effects in the model: "
+                   f"{base['sum_effect_in_model']:+.3f}", err=True)
+    cols = ["name", "effect_in_circuit", "effect_in_model", "direct_logit_diff", "task_score", "task_token_lookup_score",
+            "task_explanation", "general_explanation", "promoted"]
+    print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)
 
 
 @click.command("jobs")
@@ -113,7 +149,8 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
 def jobs_command(fmt):
     """Past explain jobs: nodes done, failures, LLM requests, cache hits, tokens, cost and time.
 
-    A job whose process died shows status "running" and a dead pid; run its command again to finish it.
+    A job whose process died without saying so (killed) shows "running (process gone)" until the
+    next job that writes to the database marks it interrupted; run its command again to finish it.
 
     \b
     Example:
@@ -121,6 +158,9 @@ def jobs_command(fmt):
     """
     with open_store(read_only=True) as store:
         rows = store.list_jobs()
+    for r in rows:
+        if r["status"] == "running" and not process_alive(r["pid"]):
+            r["status"] = "running (process gone)"
     cols = ["job_id", "started_at", "status", "model", "llm_model", "nodes_done", "failures", "requests", "cache_hits",
             "prompt_tokens", "completion_tokens", "cost", "concurrency", "seconds"]
     print_rows(cols, [[r[c] for c in cols] for r in rows], fmt)

@@ -125,13 +125,38 @@ def ensure_records(store: Store, run: Run, node_ids: Sequence[str], window: int,
     return len(todo)
 
 
+# ---- where a node's windows come from -------------------------------------------------------
+
+
+class GeneralSource:
+    """The general explanation: windows of the validation text (activation_records). A job's
+    source picks its nodes, makes their records and deals their windows; `roles.TaskSource` is the
+    in-task one (the task's own contrast pairs)."""
+
+    settings: dict = {}  # added to the job's settings (and so to its settings key)
+    row: dict = {}  # added to every explanations row
+    shuffled = True  # whether the job runs the shuffled control
+
+    def nodes(self, store: Store, run: Run, tasks: Sequence[str] | None, nodes: Sequence[str] | None) -> list[str]:
+        return select_nodes(store, run, tasks, nodes)
+
+    def prepare(self, store: Store, run: Run, node_ids: Sequence[str], s: ExplainSettings, progress: bool) -> None:
+        ensure_records(store, run, node_ids, s.window, seed=s.seed, progress=progress)
+
+    def windows(self, store: Store, nid: str, s: ExplainSettings) -> Windows:
+        return pick_windows(records_by_split(store.activation_records(nid)), s.explain_windows,
+                            s.calibrate_windows, s.score_windows)
+
+
 # ---- the job -------------------------------------------------------------------------------
 
 
 class _Job:
     def __init__(self, store: Store, run: Run, client: LLMClient, s: ExplainSettings,
-                 prompts_dir: str | None = None, job_id: str | None = None, explain_prompt: str = DEFAULT_EXPLAIN_PROMPT):
+                 prompts_dir: str | None = None, job_id: str | None = None, explain_prompt: str = DEFAULT_EXPLAIN_PROMPT,
+                 source: GeneralSource | None = None):
         self.store, self.run, self.client, self.job_id = store, run, client, job_id
+        self.source = source or GeneralSource()
         self.explainer = Explainer(client, prompts_dir, explain_prompt)
         self.simulator = make_simulator(client, s.simulator, prompts_dir)
         self.s = s = s.resolved(self.simulator.method)
@@ -143,6 +168,7 @@ class _Job:
         if not s.llm_only:  # the other writers' version; absent with llm_only, so older keys stay valid
             self.settings["writers"] = WRITERS_VERSION
         self.settings.pop("llm_only")
+        self.settings.update(self.source.settings)
         self.key = settings_key(self.settings)
 
     def _id(self, nid: str, kind: str, candidate: int = 0) -> str:
@@ -158,13 +184,12 @@ class _Job:
                "explain_prompt": self.explainer.version if by_llm else None,
                "simulator": self.simulator.method if llm_kind else TOKEN_LOOKUP,
                "simulate_prompt": self.simulator.version if llm_kind else None,
-               "settings_key": self.key, "settings": self.settings}
+               "settings_key": self.key, "settings": self.settings, **self.source.row}
         row.update(kw)
         return row
 
     def _windows(self, nid: str) -> Windows:
-        return pick_windows(records_by_split(self.store.activation_records(nid)), self.s.explain_windows,
-                            self.s.calibrate_windows, self.s.score_windows)
+        return self.source.windows(self.store, nid, self.s)
 
     async def explain_node(self, nid: str) -> float | None:
         """Explain one node (best of k, with the other writers' candidates), add the token-lookup
@@ -223,7 +248,8 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
                 nodes: Sequence[str] | None = None, settings: ExplainSettings | None = None,
                 progress: bool = True, prompts_dir: str | Path | None = None, cache: bool = True,
                 retry_failed: bool = False, prices: str | Path | None = None, command: str | None = None,
-                explain_prompt: str = DEFAULT_EXPLAIN_PROMPT, device: str | None = "auto") -> JobSummary:
+                explain_prompt: str = DEFAULT_EXPLAIN_PROMPT, device: str | None = "auto",
+                source: GeneralSource | None = None) -> JobSummary:
     """Explain, simulate and score every selected node of a run (see the module docstring).
 
     The job is a row in `jobs`; each of its LLM requests a row in `llm_requests`. Answers are cached
@@ -233,8 +259,10 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
     prices: a JSON price table (see `accounting.load_price`) to record each request's cost.
     prompts_dir: a folder of prompt files to use instead of the package's `prompts/` (their
     content hashes are part of the settings, so results never mix). explain_prompt: the explain
-    prompt file's name, e.g. `explain_marked` (zero-shot, for small code models).
+    prompt file's name, e.g. `explain_marked` (zero-shot, for small code models). source: where
+    the nodes and their windows come from (`GeneralSource`, the default; `roles.TaskSource`).
     """
+    source = source or GeneralSource()
     s = settings or ExplainSettings()
     s.check()
     price = load_price(prices, client.settings()["model"]) if prices and client.settings()["model"] else None
@@ -242,7 +270,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
     if s.window is None:
         s = replace(s, window=min(DEFAULT_WINDOW, run.model.cfg.n_ctx))
     register_model(store, run)
-    node_ids = select_nodes(store, run, tasks, nodes)
+    node_ids = source.nodes(store, run, tasks, nodes)
     summary: JobSummary | None = None
     job_id = new_job_id()
     llm = client.settings()
@@ -255,10 +283,11 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
         nonlocal summary, price
         try:
             await client.probe()  # before the records: an unreachable server fails in a second
-            ensure_records(store, run, node_ids, s.window, seed=s.seed, progress=progress)
+            source.prepare(store, run, node_ids, s, progress)
             if prices and price is None:  # the model name was resolved by the probe
                 client.ledger.price = price = load_price(prices, client.settings()["model"])
-            job = _Job(store, run, client, s, None if prompts_dir is None else str(prompts_dir), job_id, explain_prompt)
+            job = _Job(store, run, client, s, None if prompts_dir is None else str(prompts_dir), job_id, explain_prompt,
+                       source)
             store.update_job(job_id, settings_key=job.key, llm_model=client.settings()["model"])
             summary = JobSummary(model=run.name, settings_key=job.key, simulator=job.simulator.method,
                                  nodes=len(node_ids))
@@ -280,7 +309,7 @@ def explain_job(store: Store, run_dir: Path | str, client: LLMClient, tasks: Seq
 
             await _run_pool(todo, job.explain_node, client.concurrency, on_node)
             bar.close()
-            if s.shuffled:
+            if s.shuffled and source.shuffled:
                 await _shuffled(store, job, node_ids, client.concurrency, progress, summary)
         finally:
             await client.close()

@@ -40,6 +40,7 @@ from sparse_model.errors import UserError
 from sparse_model.failpoints import failpoint
 
 from ..store import Store
+from ..store.shared import process_alive
 from .data import DEFAULT_MAX_EDGES, DEFAULT_NODES_PER_TASK, DEFAULT_WINDOWS, ReportSettings, gather_model, models_to_report
 from .page import REPORT_TITLE, render_page
 
@@ -59,18 +60,8 @@ def _remove_stale_temporaries(out: Path) -> None:
     """Temporary files of earlier writes of this report whose process is gone (killed mid-write)."""
     for tmp in out.parent.glob(f".{out.name}-*-*.tmp"):
         pid = tmp.name[len(out.name) + 2:].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
 
 
 def write_report(store: Store, out_path: str | Path, model: str | None = None,

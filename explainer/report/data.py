@@ -77,6 +77,8 @@ class CircuitData:
     cards: list[str]  # the node ids of `order` that get a full card
     older: list[dict]  # older circuits of the same task, not drawn
     points: list[dict] = field(default_factory=list)  # the pruning search's points (prune_points), if searched
+    roles: list[dict] = field(default_factory=list)  # node_roles rows, largest effect first (`explain --in-task`)
+    effects: dict | None = None  # the baselines of the node effects (circuits.effects)
 
 
 @dataclass
@@ -218,8 +220,11 @@ def gather_model(store: Store, m: dict, settings: ReportSettings) -> ModelData:
         edges, counts = edge_sample(store, c["circuit_id"], settings.max_edges)
         older = [] if settings.all_circuits else [o for o in circuits if o["task"] == c["task"]
                                                    and o["circuit_id"] != c["circuit_id"]]
+        roles = store.has_table("node_roles")
         data.circuits.append(CircuitData(c, nodes, edges, counts, here, order, cards, older,
-                                         store.prune_points(c["circuit_id"])))
+                                         store.prune_points(c["circuit_id"]),
+                                         store.node_roles(c["circuit_id"]) if roles else [],
+                                         store.circuit_effects(c["circuit_id"]) if roles else None))
     data.tasks_of = dict(tasks_of)
     data.windows, data.scales = load_windows(store, {nid: explained[nid] for nid in data.card_nodes},
                                              settings.windows_per_node)

@@ -270,7 +270,21 @@ def _explanation_rows(ex: Explained) -> list[list[str]]:
     return rows
 
 
-def _node_card(model: str, n: dict, ex: Explained, tasks: list[str], windows: list[dict], scale: float) -> str:
+def _role_lines(roles: list[dict]) -> str:
+    """A node card's view of its roles: per task, its effects, in-task explanation and tokens."""
+    items = []
+    for r in roles:
+        intask = (f"<span class='expl'>{esc(r['task_explanation'])}</span> (score {num(r['task_score'], 3)}, "
+                  f"token lookup {num(r['task_token_lookup_score'], 3)})" if r["task_explanation"] else "—")
+        items.append((f"in task {esc(r['task'])}",
+                      f"effect in circuit {num(r['effect_in_circuit'], 3)}, in model {num(r['effect_in_model'], 3)}, "
+                      f"direct Δ logit diff {num(r['direct_logit_diff'], 3)}; in-task explanation: {intask}; "
+                      f"promotes {_tokens(r['promoted'])}; suppresses {_tokens(r['suppressed'])}"))
+    return dl(items) if items else ""
+
+
+def _node_card(model: str, n: dict, ex: Explained, tasks: list[str], windows: list[dict], scale: float,
+               roles: list[dict] | None = None) -> str:
     uid = slug("node", model, n["node_id"])
     expl = table(["kind", "writer", "explanation", "score", "mean window corr.", "r²", "abs. dev. explained",
                   "calibrate score", "explainer", "simulator"], _explanation_rows(ex), "expl-table")
@@ -292,7 +306,7 @@ def _node_card(model: str, n: dict, ex: Explained, tasks: list[str], windows: li
     return (f'<article class="node-card" id="{esc(uid)}"><h4>{esc(n["name"])}</h4>'
             f'<p class="muted">layer {esc(n["layer"])} · {esc(n["site"])} · index {esc(n["idx"])} · '
             f"in the circuits of {esc(', '.join(tasks))} · largest |activation| {num(scale, 3)}</p>"
-            f"{expl}{cands}<div class='heatmaps'>{heat}</div></article>")
+            f"{_role_lines(roles or [])}{expl}{cands}<div class='heatmaps'>{heat}</div></article>")
 
 
 # ---- circuits -------------------------------------------------------------------------------------
@@ -319,7 +333,11 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
     numbers = {nid: i + 1 for i, nid in enumerate(order[:MAX_TABLE_ROWS])}
     by_id = {x["node_id"]: x for x in cd.nodes}
     titles = {x["node_id"]: _node_title(x, here.get(x["node_id"])) for x in cd.nodes}
-    svg = circuit_svg(uid, cd.nodes, cd.edges, n_layer, set(here), titles, numbers)
+    effects = {r["node_id"]: r["effect_in_circuit"] for r in cd.roles}
+    for nid, e in effects.items():
+        if nid in titles and e is not None:
+            titles[nid] += f"\neffect in the circuit {e:+.3f}"
+    svg = circuit_svg(uid, cd.nodes, cd.edges, n_layer, set(here), titles, numbers, effects)
     left_out = total - len(cd.edges)
     kinds_txt = ", ".join(f"{v:,} {k}" for k, v in sorted(cd.edge_counts.items()))
     note = (f"All {total:,} edges drawn ({kinds_txt})." if left_out == 0 else
@@ -389,9 +407,49 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
             f'<span class="swatch pos"></span>positive and <span class="swatch neg"></span>negative weights, '
             f'<span class="swatch res"></span>residual-stream edges (dashed), width and opacity by |weight| '
             f"relative to the strongest edge of its kind. Explained nodes have a dark ring and a number (see the "
-            f"table). Hover a node for its explanation.</p>"
+            f"table). Hover a node for its explanation."
+            + (" Node size: its effect in the circuit (see below)." if effects else "") + "</p>"
             f'<p class="info" id="info-{esc(uid)}">Click a node to highlight its edges.</p>'
-            f"<h4>Explained nodes</h4>{expl_html}</section>")
+            f"{_roles_html(model, cd)}<h4>Explained nodes</h4>{expl_html}</section>")
+
+
+def _tokens(toks: list[str] | None) -> str:
+    return "—" if not toks else " ".join(f"<code>{esc(show_token(t))}</code>" for t in toks[:5])
+
+
+def _roles_html(model: str, cd: CircuitData) -> str:
+    """What each node does for the task (node_roles), largest effect in the circuit first."""
+    c = cd.circuit
+    if not cd.roles:
+        return (f"<h4>What each node does for the task</h4><p class='muted'>No node effects yet; run "
+                f"<code>circuits explain {esc(model)} --task {esc(c['task'])} --in-task</code>.</p>")
+    rows = []
+    for r in cd.roles[:MAX_TABLE_ROWS]:
+        intask = ("—" if r["task_explanation"] is None and r["task_score"] is None
+                  else esc(r["task_explanation"] or "(failed)"))
+        general = esc(r["general_explanation"]) if r["general_explanation"] else "—"
+        rows.append([esc(r["name"]), num(r["effect_in_circuit"], 3), num(r["effect_in_model"], 3),
+                     num(r["direct_logit_diff"], 3), f'<span class="expl">{intask}</span>', num(r["task_score"], 3),
+                     num(r["task_token_lookup_score"], 3),
+                     f'<span class="expl">{general}</span> <span class="muted">{num(r["general_score"], 3)}</span>',
+                     _tokens(r["promoted"]), _tokens(r["suppressed"])])
+    base = cd.effects or {}
+    check = ""
+    if base:
+        check = (f" Ablating the whole circuit from the model raises the loss by "
+                 f"{num(base['necessity_loss'] - base['model_loss'], 3)}; the single-node effects in the model add "
+                 f"up to {num(base.get('sum_effect_in_model'), 3)} (a check, not a target: nodes that back each "
+                 f"other up add up to less, nodes that act jointly to more).")
+    return ("<h4>What each node does for the task</h4>"
+            + table(["node", "effect in circuit", "effect in model", "direct Δ logit diff", "in-task explanation",
+                     "in-task score", "token lookup (task)", "general explanation (score)", "promotes", "suppresses"],
+                    rows, "node-table roles")
+            + f"<p class='note'>Effect: how much the task loss rises when the node alone is mean-ablated, from the "
+              f"circuit and from the full model. Direct: its straight path to the two answer logits (empty for "
+              f"nodes that only read). In-task explanation: written from the task's own pairs and scored on "
+              f"held-out pairs, beside token lookup on the same pairs. Promotes / suppresses: the tokens its "
+              f"output raises and lowers most through the unembedding.{check} All rows: <code>SELECT * FROM "
+              f"node_roles WHERE circuit_id = '{esc(c['circuit_id'])}'</code>.</p>")
 
 
 # ---- a model and the page -------------------------------------------------------------------------
@@ -421,9 +479,13 @@ def model_section(d: ModelData) -> tuple[str, str]:
                     "(<span class='swatch h9'></span>positive, <span class='swatch n9'></span>negative); right: the "
                     "simulated activation from the explanation alone, shaded by value / the largest prediction. "
                     "↵ is a newline, ⇥ a tab; hover a token for its value.</p>")
+        roles_of: dict[str, list[dict]] = {}
+        for cd in d.circuits:
+            for r in cd.roles:
+                roles_of.setdefault(r["node_id"], []).append(r)
         for nid, x in d.card_nodes.items():
             body.append(_node_card(model, x, d.explained[nid], d.tasks_of[nid], d.windows.get(nid, []),
-                                   d.scales.get(nid, 0.0)))
+                                   d.scales.get(nid, 0.0), roles_of.get(nid)))
         body.append("</section>")
         nav.append(f'<li><a href="#{esc(muid)}-nodes">explained nodes</a></li>')
     nav.append("</ul></li>")

@@ -21,13 +21,15 @@ def _site_class(site: str) -> str:
 
 
 def circuit_svg(uid: str, nodes: list[dict], edges: list[dict], n_layer: int, explained: set[str],
-                titles: dict[str, str], numbers: dict[str, int]) -> str:
+                titles: dict[str, str], numbers: dict[str, int], effects: dict[str, float] | None = None) -> str:
     """One column per layer (then `final`), one band per site in forward order, nodes sorted by
     index; edges coloured by sign, width and opacity by `rel`, residual edges dashed.
 
     nodes: rows with node_id, name, layer, site, idx; edges: rows with source, target, weight, kind,
     rel; explained: node ids drawn with a ring; titles: node id -> tooltip; numbers: node id ->
-    the number written above it (its row in the explained-nodes table)."""
+    the number written above it (its row in the explained-nodes table); effects: node id -> its
+    effect in the circuit (`circuits explain --in-task`), which sizes the node: the area grows with
+    the effect, up to 3x the radius for the largest."""
     n = len(nodes)
     if n <= 150:
         sp, r = 16.0, 5.0
@@ -92,10 +94,13 @@ def circuit_svg(uid: str, nodes: list[dict], edges: list[dict], n_layer: int, ex
     for g, lines in groups.items():
         parts.append(f'<g class="edges {g}">' + "".join(lines) + "</g>")
     parts.append('<g class="nodes">')
+    top = max([v for v in (effects or {}).values() if v and v > 0] + [0.0])
     for x in nodes:
         cx, cy = pos[x["node_id"]]
         cls = f"node loc-{_site_class(x['site'])}" + (" explained" if x["node_id"] in explained else "")
-        parts.append(f'<circle class="{cls}" data-k="{key[x["node_id"]]}" cx="{cx:.1f}" cy="{cy:.1f}" r="{r:.1f}">'
+        e = (effects or {}).get(x["node_id"])
+        rx = r * (1 + 2 * math.sqrt(max(e, 0.0) / top)) if e is not None and top > 0 else r
+        parts.append(f'<circle class="{cls}" data-k="{key[x["node_id"]]}" cx="{cx:.1f}" cy="{cy:.1f}" r="{rx:.1f}">'
                      f"<title>{_esc(titles.get(x['node_id'], x['name']))}</title></circle>")
     parts.append("</g>")
     labels = []

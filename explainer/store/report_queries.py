@@ -27,7 +27,8 @@ class ReportQueries:
             "SELECT * FROM circuit_summary WHERE model = ? ORDER BY task, circuit_id", [model]))
 
     def selected_explanations(self, model: str) -> list[dict]:
-        """Every selected explanation of the model's circuit nodes (not the ground-truth suite's) with
+        """Every selected general explanation of the model's circuit nodes (not the ground-truth suite's,
+        not the in-task ones of `circuits explain --in-task`, which node_roles shows) with
         its scores from node_scores, plus what the view leaves out: candidate, raw_text and, for a
         shuffled explanation, the node it was written for (source_node_id, source_name)."""
         # DISTINCT: node_scores repeats an explanation once per task whose circuit holds its node.
@@ -39,7 +40,7 @@ class ReportQueries:
             FROM node_scores ns
             JOIN explanations e ON e.explanation_id = ns.explanation_id
             LEFT JOIN nodes src ON src.node_id = e.source_node_id
-            WHERE ns.model = ? AND coalesce(ns.purpose, 'circuit') <> 'eval'""", [model]))
+            WHERE ns.model = ? AND coalesce(ns.purpose, 'circuit') = 'circuit'""", [model]))
 
     def unselected_explanations(self, model: str, kind: str) -> list[dict]:
         """The model's explanations of `kind` that were not selected (best-of-k candidates that lost),
@@ -54,7 +55,7 @@ class ReportQueries:
             LEFT JOIN scores t ON t.explanation_id = e.explanation_id AND t.split = 'score'
                                   AND t.method = 'correlation'
             WHERE e.model = ? AND e.kind = ? AND NOT coalesce(e.selected, false)
-              AND coalesce(e.purpose, 'circuit') <> 'eval'""", [model, kind]))
+              AND coalesce(e.purpose, 'circuit') = 'circuit'""", [model, kind]))
 
     def edge_counts(self, circuit_id: str) -> dict[str, int]:
         """Edge kind -> number of edges of the circuit."""

@@ -102,6 +102,15 @@ jobs.concurrency (migration 11)
     The number of requests in flight the job's adaptive limit settled at (`explainer.llm.limit`:
     it starts at 1, grows while answers come back well within the timeout, halves on a slow
     answer, a timeout, a 429 or a 5xx; `--concurrency` is its ceiling). job_summary shows it.
+task_records, node_effects, circuits.effects, explanations.task, view node_roles (migration 12)
+    What each circuit node does for its task (`circuits roles`). task_records: a node's activation
+    at every token of the task's prefixes (rank = 2 * pair + variant), pairs dealt into explain,
+    calibrate and score splits. node_effects, per (circuit, node): task loss change when the node
+    alone is mean-ablated from the circuit and from the full model (and the mean logit difference
+    change), its direct effect on the answer logits, and the tokens it promotes and suppresses
+    through the unembedding. circuits.effects: the baselines they are measured against.
+    explanations.task: the task of an in-task explanation (purpose 'task'); NULL for general ones.
+    node_roles: per circuit node, general and in-task explanation with scores, effects, tokens.
 
 Adding a migration
 ------------------
@@ -550,6 +559,55 @@ MIGRATIONS: list[tuple[int, str]] = [
                        AS seconds,
                    j.concurrency, j.settings_key, j.error, j.pid, j.command
             FROM jobs j LEFT JOIN r USING (job_id) LEFT JOIN e USING (job_id);
+        """,
+    ),    (
+        12,
+        """
+        -- What each circuit node does for its task (explainer/jobs/roles.py, `circuits roles`).
+        CREATE TABLE task_records (
+            node_id VARCHAR, model VARCHAR, task VARCHAR,
+            rank INTEGER,            -- row of the task's prefixes: 2 * pair + variant
+            pair INTEGER, variant INTEGER, split VARCHAR, label VARCHAR,
+            max_activation DOUBLE, tokens VARCHAR[], activations DOUBLE[], created_at TIMESTAMP,
+            PRIMARY KEY (node_id, task, rank)
+        );
+        CREATE TABLE node_effects (
+            circuit_id VARCHAR, node_id VARCHAR, model VARCHAR, task VARCHAR,
+            effect_in_circuit DOUBLE, logit_diff_in_circuit DOUBLE,
+            effect_in_model DOUBLE, logit_diff_in_model DOUBLE,
+            direct_logit_diff DOUBLE,                 -- NULL: the node only reads
+            promoted VARCHAR[], promoted_logits DOUBLE[], suppressed VARCHAR[], suppressed_logits DOUBLE[],
+            n_examples INTEGER, created_at TIMESTAMP,
+            PRIMARY KEY (circuit_id, node_id)
+        );
+        ALTER TABLE circuits ADD COLUMN effects JSON;  -- the baselines node_effects are measured against
+        ALTER TABLE explanations ADD COLUMN task VARCHAR;  -- in-task explanation of this task; NULL: general
+        CREATE VIEW node_roles AS
+            WITH s AS (
+                SELECT explanation_id, max(value) FILTER (WHERE split = 'score' AND method = 'correlation') AS score
+                FROM scores GROUP BY explanation_id
+            ), general AS (
+                SELECT e.node_id, arg_max(e.text, e.created_at) AS general_explanation,
+                       arg_max(s.score, e.created_at) AS general_score
+                FROM explanations e LEFT JOIN s USING (explanation_id)
+                WHERE e.selected AND e.kind = 'llm' AND e.purpose = 'circuit' GROUP BY e.node_id
+            ), intask AS (
+                SELECT e.node_id, e.task,
+                       arg_max(e.text, e.created_at) FILTER (WHERE e.kind = 'llm') AS task_explanation,
+                       arg_max(s.score, e.created_at) FILTER (WHERE e.kind = 'llm') AS task_score,
+                       arg_max(s.score, e.created_at) FILTER (WHERE e.kind = 'token_lookup') AS task_token_lookup_score
+                FROM explanations e LEFT JOIN s USING (explanation_id)
+                WHERE e.selected AND e.purpose = 'task' GROUP BY e.node_id, e.task
+            )
+            SELECT f.model, f.task, f.circuit_id, f.node_id, n.name, n.layer, n.site,
+                   g.general_explanation, g.general_score,
+                   t.task_explanation, t.task_score, t.task_token_lookup_score,
+                   f.effect_in_circuit, f.effect_in_model, f.logit_diff_in_circuit, f.logit_diff_in_model,
+                   f.direct_logit_diff, f.promoted, f.suppressed, f.n_examples
+            FROM node_effects f
+            LEFT JOIN nodes n ON n.node_id = f.node_id
+            LEFT JOIN general g ON g.node_id = f.node_id
+            LEFT JOIN intask t ON t.node_id = f.node_id AND t.task = f.task;
         """,
     ),
 ]

@@ -184,6 +184,19 @@ _HELD: dict[str, list] = {}  # real path -> [fd, count]
 _HELD_LOCK = threading.Lock()
 
 
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id runs on this machine (unknown: counted as alive)."""
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
 def lock_for_writing(path: Path) -> bool:
     """Take this process's writer lock on `path` (shared by its stores); False if another process
     holds it."""

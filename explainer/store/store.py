@@ -20,6 +20,7 @@ from sparse_model.errors import UserError
 from . import schema
 from .rows import rows_as_dicts as _rows_as_dicts
 from .report_queries import ReportQueries
+from .roles import RoleQueries
 from .search import SearchQueries, embedding_statements
 from .shared import SharedConnection, lock_for_writing, unlock_for_writing
 
@@ -60,7 +61,7 @@ def _check_is_duckdb(path: Path) -> None:
         )
 
 
-class Store(ReportQueries, SearchQueries):
+class Store(ReportQueries, RoleQueries, SearchQueries):
     """An open connection to the circuits database. Use `Store.open(...)`."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection | SharedConnection, path: Path, read_only: bool):
@@ -68,6 +69,7 @@ class Store(ReportQueries, SearchQueries):
         self.path = path
         self.read_only = read_only
         self._writer_lock = False
+        self.taken_over: list[dict] = []  # jobs left 'running' by processes that died (see _take_over_jobs)
 
     # ---- opening -----------------------------------------------------------------------------
 
@@ -116,7 +118,22 @@ class Store(ReportQueries, SearchQueries):
                 raise UserError(f"database {path} is in use by another circuits job that writes to it; "
                                 "wait for it to finish or use another --db (reading it works meanwhile)")
             store._writer_lock = True
+            store.taken_over = store._take_over_jobs()
         return store
+
+    def _take_over_jobs(self) -> list[dict]:
+        """Jobs still marked 'running' by another process, while this process holds the writer
+        lock: that process is gone (a live writer would hold the lock), killed before it could say
+        so. They are marked 'interrupted', so `circuits jobs` does not show a dead job as running;
+        rerunning the job's command finishes it as before."""
+        if not self._columns("jobs"):  # a file migrated only part of the way (tests of old schemas)
+            return []
+        rows = _rows_as_dicts(self.con.execute(
+            "SELECT job_id, pid, command FROM jobs WHERE status = 'running' AND coalesce(pid, -1) <> ?", [os.getpid()]))
+        for r in rows:
+            self.update_job(r["job_id"], status="interrupted",
+                            error=f"process {r['pid']} ended without finishing the job (killed?)")
+        return rows
 
     @staticmethod
     def _open_error(path: Path, e: duckdb.Error) -> UserError:
