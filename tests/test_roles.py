@@ -5,6 +5,7 @@ stored beside (never instead of) the general ones, a rerun that redoes nothing, 
 from __future__ import annotations
 
 import json
+import re
 
 import duckdb
 import pytest
@@ -92,3 +93,25 @@ def test_bad_input_is_one_line(roles_db, tiny_run):
     assert r.exit_code == 2 and "exactly one --task" in r.stderr
     r = _cli(db, "explain", str(tiny_run), "--task", "single_double_quote", "--in-task")
     assert r.exit_code == 1 and "no circuit for single_double_quote" in r.stderr
+
+
+def test_the_report_shows_each_nodes_role_in_headless_chromium(roles_db, tmp_path):
+    from test_report import _browser
+
+    db, r = roles_db
+    roles = json.loads(r.stdout)
+    out = tmp_path / "report.html"
+    made = _cli(db, "report", "-o", str(out))
+    assert made.exit_code == 0, made.stderr
+    dom = _browser(tmp_path, "--dump-dom", out.resolve().as_uri()).stdout
+    assert "</html>" in dom and "What each node does for the task" in dom
+    section = dom[dom.index("What each node does for the task"):]
+    table = section[:section.index("</table>")]
+    for header in ("effect in circuit", "effect in model", "in-task explanation", "token lookup (task)",
+                   "general explanation (score)", "promotes", "suppresses"):
+        assert header in table, header
+    assert table.count("<tr>") == len(roles) + 1  # a row per circuit node, under the header
+    first = next(x for x in roles if x["task_explanation"])
+    assert first["task_explanation"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") in table
+    radii = {float(x) for x in re.findall(r'<circle class="node [^"]*"[^>]* r="([0-9.]+)"', dom)}
+    assert len(radii) > 1  # nodes are sized by their effect

@@ -414,7 +414,7 @@ def _circuit_section(model: str, cd: CircuitData, n_layer: int, card_ids: dict[s
 
 
 def _tokens(toks: list[str] | None) -> str:
-    return "—" if not toks else " ".join(f"<code>{esc(show_token(t))}</code>" for t in toks[:5])
+    return "—" if not toks else ", ".join(f"<code>{esc(show_token(t))}</code>" for t in toks[:5])
 
 
 def _roles_html(model: str, cd: CircuitData) -> str:
@@ -427,11 +427,12 @@ def _roles_html(model: str, cd: CircuitData) -> str:
     for r in cd.roles[:MAX_TABLE_ROWS]:
         intask = ("—" if r["task_explanation"] is None and r["task_score"] is None
                   else esc(r["task_explanation"] or "(failed)"))
-        general = esc(r["general_explanation"]) if r["general_explanation"] else "—"
+        general = (f'<span class="expl">{esc(r["general_explanation"])}</span> '
+                   f'<span class="muted">{num(r["general_score"], 3)}</span>' if r["general_explanation"] else "—")
         rows.append([esc(r["name"]), num(r["effect_in_circuit"], 3), num(r["effect_in_model"], 3),
                      num(r["direct_logit_diff"], 3), f'<span class="expl">{intask}</span>', num(r["task_score"], 3),
                      num(r["task_token_lookup_score"], 3),
-                     f'<span class="expl">{general}</span> <span class="muted">{num(r["general_score"], 3)}</span>',
+                     general,
                      _tokens(r["promoted"]), _tokens(r["suppressed"])])
     base = cd.effects or {}
     check = ""
