@@ -117,3 +117,13 @@ def test_pairs_are_dealt_whole_and_without_overlap():
 def test_records_with_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="2 tokens but 3 activations"):
         task_records([["a", "b"]], [[1.0, 2.0, 3.0]], [0], [0], ["variant A"])
+
+
+def test_a_node_silent_on_every_pair_is_undefined_never_zero():
+    from explainer.pipeline import token_lookup
+
+    tokens = [["x", "=", "'"] for _ in range(20)]
+    recs = task_records(tokens, [[0.0, 0.0, 0.0]] * 20, [r // 2 for r in range(20)], [r % 2 for r in range(20)],
+                        [variant_label(r % 2, "'") for r in range(20)])
+    scored = token_lookup(task_windows(recs, deal_pairs(10)))
+    assert scored.score is None
