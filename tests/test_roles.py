@@ -85,7 +85,7 @@ def test_a_rerun_redoes_nothing(roles_db, tiny_run):
 
 def test_bad_input_is_one_line(roles_db, tiny_run):
     db, _ = roles_db
-    outside = _q(db, f"SELECT n.name FROM nodes n WHERE n.node_id NOT IN (SELECT node_id FROM circuit_nodes) LIMIT 1")[0][0]
+    outside = _q(db, "SELECT n.name FROM nodes n WHERE n.node_id NOT IN (SELECT node_id FROM circuit_nodes) LIMIT 1")[0][0]
     r = _cli(db, "explain", str(tiny_run), "--task", TASK, "--in-task", "--node", outside)
     assert r.exit_code == 1 and f"{outside} is not in the {TASK} circuit" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
