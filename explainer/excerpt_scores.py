@@ -78,14 +78,17 @@ def probability_auroc(probabilities: Sequence[float | None], labels: Sequence[bo
     return auroc(pos, neg)
 
 
-def detection_set(activations: Sequence[Sequence[float]], n: int, seed: int = 0, quantiles: int = 10) -> list[int]:
-    """Record indices for a detection test: `n` activating records drawn evenly across `quantiles`
-    bins of their largest activation (highest bin first), then `n` non-activating ones (largest
-    activation <= 0) at random. Fewer when the records run out."""
+def detection_set(activations: Sequence[Sequence[float]], n: int, seed: int = 0, quantiles: int = 10,
+                  threshold: float = 0.0) -> list[int]:
+    """Record indices for a detection test: `n` activating records (largest activation above
+    `threshold`) drawn evenly across `quantiles` bins of their largest activation (highest bin
+    first), then `n` non-activating ones at random. Fewer when the records run out. A rule neuron
+    is silent at 0; a real node that is never exactly 0 takes FUZZ_THRESHOLD x its largest
+    activation (`activity_threshold`)."""
     rng = random.Random(f"detection-{seed}")
     peaks = [max(a) if len(a) else 0.0 for a in activations]
-    active = sorted((i for i, p in enumerate(peaks) if p > 0), key=lambda i: -peaks[i])
-    silent = [i for i, p in enumerate(peaks) if p <= 0]
+    active = sorted((i for i, p in enumerate(peaks) if p > threshold), key=lambda i: -peaks[i])
+    silent = [i for i, p in enumerate(peaks) if p <= threshold]
     bins = [active[len(active) * b // quantiles: len(active) * (b + 1) // quantiles] for b in range(quantiles)]
     chosen: list[int] = []
     while len(chosen) < n and any(bins):
@@ -93,6 +96,32 @@ def detection_set(activations: Sequence[Sequence[float]], n: int, seed: int = 0,
             if b and len(chosen) < n:
                 chosen.append(b.pop(rng.randrange(len(b))))
     return chosen + rng.sample(silent, min(n, len(silent)))
+
+
+def activity_threshold(activations: Sequence[Sequence[float]]) -> float:
+    """The level above which a real node counts as active: FUZZ_THRESHOLD x its largest activation."""
+    return FUZZ_THRESHOLD * max((max(a) for a in activations if len(a)), default=0.0)
+
+
+def excerpt(tokens: Sequence[str], activations: Sequence[float], size: int) -> tuple[list[str], list[float]]:
+    """`size` tokens around the record's peak (its middle when it has no positive activation)."""
+    acts = list(activations)
+    peak = max(range(len(acts)), key=lambda i: acts[i]) if acts and max(acts) > 0 else len(acts) // 2
+    lo = max(0, min(peak - size // 2, len(acts) - size))
+    return list(tokens[lo:lo + size]), acts[lo:lo + size]
+
+
+def excerpt_sets(records: Sequence[tuple[Sequence[str], Sequence[float]]], n: int, size: int = 32, seed: int = 0,
+              threshold: float = 0.0) -> tuple[list[Excerpt], list[Excerpt]]:
+    """(detection, fuzzing) excerpts of `size` tokens from (tokens, activations) records: `n`
+    activating across deciles and `n` silent ones (see `detection_set`), the same records for both."""
+    cut = [excerpt(t, a, size) for t, a in records]
+    acts = [a for _, a in cut]
+    chosen = detection_set(acts, n, seed, threshold=threshold)
+    active = [i for i in chosen if max(acts[i], default=0.0) > threshold]
+    silent = [i for i in chosen if i not in set(active)]
+    detection = [Excerpt(tuple(cut[i][0]), (), i in set(active), i) for i in chosen]
+    return detection, fuzzing_set([t for t, _ in cut], acts, active, silent, seed)
 
 
 def fuzz_marks(activations: Sequence[float], largest: float) -> tuple[int, ...]:

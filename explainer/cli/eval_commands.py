@@ -56,10 +56,13 @@ def _fmt(stats: dict) -> tuple:
               help="Also explain this many circuit nodes of RUN with the simulator (as `circuits explain` with its defaults).")
 @click.option("--task", "tasks", multiple=True, help="With --real-nodes: take the nodes of this task's circuit "
               "(repeatable; default every circuit of the model).")
+@click.option("--scorer", "scorers", multiple=True, type=click.Choice(["detection", "fuzzing"]),
+              help="Also measure this excerpt scorer (repeatable): its discrimination per rule family with the LLM of "
+                   "--backend/--model, and its prompt tokens per explanation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full results as JSON.")
 @db_option
 def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, base_url, concurrency, seeds, rules, window,
-                 score_windows, recovery, explanations_per_rule, calibrate_windows, real_nodes, tasks, as_json):
+                 score_windows, recovery, explanations_per_rule, calibrate_windows, real_nodes, tasks, scorers, as_json):
     """Ground-truth suite: rule neurons with known explanations measure whether a simulator ranks
     the correct explanation above wrong ones (AUROC, per rule set, spread over seeds) and whether
     the explainer recovers it. Every score is stored with purpose 'eval'.
@@ -69,6 +72,7 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
       circuits eval runs/standard
       circuits eval runs/standard --simulator embedding --simulator all_at_once --no-recovery
       circuits eval runs/standard --simulator all_at_once --prompt simulate_contrastive --no-recovery
+      circuits eval runs/standard --scorer detection --scorer fuzzing --no-recovery
       circuits eval runs/standard --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
     """
     if seeds is not None and seeds < 1:
@@ -107,18 +111,55 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
             results.append(res)
         if not as_json:
             _print_suites(results)
+        excerpt_rows = _excerpt_suite(data, scorers, backend, model, base_url, concurrency, list(rules) or None,
+                                      seeds or 1, as_json) if scorers else []
         real = []
         if real_nodes:
             for sim in {r.simulator: r for r in results}:
                 _real_nodes(store, loaded, backend, model, base_url, concurrency, sim, real_nodes, list(tasks))
             real = store.real_node_scores(data.run_name)
     if as_json:
-        click.echo(json.dumps({"suites": [to_json(r) for r in results], "real_nodes": real}, indent=2, default=str))
+        click.echo(json.dumps({"suites": [to_json(r) for r in results], "real_nodes": real,
+                               "excerpt_scorers": excerpt_rows}, indent=2, default=str))
         return
     if real:
         click.echo("\nreal circuit nodes (stored scores, every explain job of this model):")
         cols = ["model", "simulator", "kind", "nodes", "mean_score", "llm_beats_shuffled"]
         print_rows(cols, [[x[c] for c in cols] for x in real])
+
+
+def _excerpt_suite(data, scorers, backend, model, base_url, concurrency, rules, seeds, as_json) -> list[dict]:
+    """Detection and fuzzing on the suite's rules (`explainer.excerpt_suite`), printed per family."""
+    from ..excerpt_scorers import SCORERS
+    from ..excerpt_suite import run_excerpt_rule, summarise
+
+    client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency)
+    out = []
+
+    async def go() -> None:
+        try:
+            await client.probe()
+            for name in scorers:
+                scorer = SCORERS[name](client)
+                for rule in rules or list(RULES):
+                    for seed in range(seeds):
+                        r = await run_excerpt_rule(RULES[rule], seed, data, scorer)
+                        out.append(r)
+                        click.echo(f"  {name} {rule} seed {seed}: correct {r.correct['balanced_accuracy']}, "
+                                   f"{r.prompt_tokens:.0f} prompt tokens per explanation" + "".join(
+                                       f"; {n}" for n in r.notes), err=True)
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+    rows = summarise(out)
+    if not as_json:
+        click.echo(f"\nexcerpt scorers ({client.settings()['model']}): discrimination = correct explanation above "
+                   "wrong ones (AUROC), by balanced accuracy and by P(1)")
+        cols = ["scorer", "rule_set", "family", "rules", "discrimination", "discrimination_p",
+                "correct_balanced_accuracy", "prompt_tokens", "failures"]
+        print_rows(cols, [[r[c] for c in cols] for r in rows])
+    return rows
 
 
 def _rule_line(r) -> str:

@@ -48,6 +48,9 @@ _R = RetryPolicy()
               help="Explanation prompt file in prompts/: explain_marked_facts (zero-shot, marked tokens and the lexer's "
                    "descriptions of them), explain_marked_seen (without the descriptions), or explain (worked examples, "
                    "for large models); several joined by + take turns writing the candidates.")
+@click.option("--scorer", "scorers", default="simulation", show_default=True,
+              help="Scorers of the selected explanation, joined by commas: simulation (always), detection (does an "
+                   "excerpt activate the node?) and fuzzing (are the marked tokens the active ones?), on held-out excerpts.")
 @click.option("--in-task", is_flag=True, help="What each node of the --task circuit does for that task: its effect "
               "when ablated (from the circuit and from the model), the tokens it writes, and an in-task explanation "
               "from the task's own pairs, scored on held-out pairs (table node_roles).")
@@ -70,7 +73,7 @@ _R = RetryPolicy()
 @output_options
 @db_option
 def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, concurrency, window, explain_windows,
-                    score_windows, calibrate_windows, prompts_dir, explain_prompt, in_task, max_nodes, no_shuffled, llm_only,
+                    score_windows, calibrate_windows, prompts_dir, explain_prompt, scorers, in_task, max_nodes, no_shuffled, llm_only,
                     seed, max_attempts, timeout, backoff, no_cache, retry_failed, prices, device, fmt):
     """Explain, simulate and score every circuit node of a run; results in the explanations,
     simulations and scores tables (query them through the node_scores view).
@@ -83,13 +86,16 @@ def explain_command(run, tasks, nodes, backend, model, base_url, k, simulator, c
       circuits explain runs/demo
       circuits explain runs/demo --task single_double_quote --explanations-per-node 3
       circuits explain runs/demo --task single_double_quote --in-task
+      circuits explain runs/demo --scorer simulation,detection,fuzzing
       OPENAI_API_KEY=... circuits explain runs/demo --backend openai --model gpt-4o-mini
       circuits explain runs/demo --backend openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
     """
     settings = ExplainSettings(explanations_per_node=k, simulator=simulator, window=window,
                                explain_windows=explain_windows, score_windows=score_windows,
                                calibrate_windows=calibrate_windows, seed=seed, shuffled=not no_shuffled,
-                               llm_only=llm_only)
+                               llm_only=llm_only,
+                               scorers=tuple(x for x in dict.fromkeys(p.strip() for p in scorers.split(","))
+                                             if x and x != "simulation"))
     settings.check()
     if in_task and len(tasks) != 1:
         raise click.UsageError("--in-task explains one task's circuit: give exactly one --task")

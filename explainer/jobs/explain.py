@@ -30,6 +30,7 @@ from sparse_model.nodes import Node
 from sparse_model.progress import progress_bar
 from sparse_model.run import Run
 
+from ..excerpt_scorers import SCORERS, score_rows
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT, Explainer
 from ..scoring import mean_defined
 from ..writers import LLM_WRITER, WRITERS_VERSION, cheap_candidates
@@ -168,6 +169,9 @@ class _Job:
         if not s.llm_only:  # the other writers' version; absent with llm_only, so older keys stay valid
             self.settings["writers"] = WRITERS_VERSION
         self.settings.pop("llm_only")
+        if not s.scorers:  # absent without extra scorers, so older keys stay valid
+            self.settings.pop("scorers")
+        self.scorers = [SCORERS[name](client, prompts_dir) for name in s.scorers]
         self.settings.update(self.source.settings)
         self.key = settings_key(self.settings)
 
@@ -208,6 +212,11 @@ class _Job:
             row = self._row(nid, LLM, writer=cand.writer, candidate=i, text=cand.text, selected=found.selected(i),
                             failure=failure, raw_text=cand.raw_text)
             items.append(explanation_item(row, windows, found.scored.get(i)))
+        if self.scorers and found.chosen is not None:  # detection and fuzzing, on the held-out records
+            chosen = items[found.chosen]
+            records = [(r.tokens, r.activations) for r in windows.score]
+            with working_on(chosen[0]["explanation_id"], nid):
+                chosen[2].extend(await score_rows(self.scorers, found.text, records, self.s.seed))
         baseline = token_lookup(windows)
         items.append(explanation_item(self._row(nid, TOKEN_LOOKUP, text=baseline.text), windows, baseline))
         failpoint("explain.node")  # the LLM has answered (answers cached), nothing of the node committed yet

@@ -24,6 +24,7 @@ class ExplainSettings:
     seed: int = 0
     shuffled: bool = True
     llm_only: bool = False  # True: best-of-k pools only the LLM's candidates, no other writer's
+    scorers: tuple[str, ...] = ()  # scorers beside simulation for the selected explanation: detection, fuzzing
 
     def check(self) -> None:
         if self.explanations_per_node is not None and self.explanations_per_node < 1:
@@ -31,6 +32,11 @@ class ExplainSettings:
         for name in ("explain_windows", "score_windows", "calibrate_windows"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        from ..excerpt_scorers import SCORERS
+
+        unknown = [x for x in self.scorers if x not in SCORERS]
+        if unknown:
+            raise UserError(f"unknown scorer {unknown[0]!r}; choose from simulation, {', '.join(SCORERS)}")
         if self.window is not None and self.window < 2:
             raise UserError(f"--window must be at least 2 tokens, got {self.window}")
 

@@ -266,8 +266,15 @@ def _explanation_rows(ex: Explained) -> list[list[str]]:
                          f'<span class="expl">{text}</span>',
                          f"<b>{num(r['score'], 3)}</b>", num(r["mean_window_correlation"], 3),
                          num(r["r_squared"], 3), num(r["absolute_deviation_explained"], 3),
-                         num(r["calibrate_score"], 3), esc(r["explainer"]), esc(r["simulator"])])
+                         num(r["calibrate_score"], 3), esc(r["explainer"]), esc(r["simulator"])]
+                        + ([num(r.get("detection"), 3), num(r.get("fuzzing"), 3)] if _has_excerpt_scores(ex) else []))
     return rows
+
+
+def _has_excerpt_scores(ex: Explained) -> bool:
+    """Whether any selected explanation of the node was judged by detection or fuzzing (`--scorer`)."""
+    return any(r.get("detection") is not None or r.get("fuzzing") is not None
+               for lst in ex.selected.values() for r in lst)
 
 
 def _role_lines(roles: list[dict]) -> str:
@@ -287,7 +294,9 @@ def _node_card(model: str, n: dict, ex: Explained, tasks: list[str], windows: li
                roles: list[dict] | None = None) -> str:
     uid = slug("node", model, n["node_id"])
     expl = table(["kind", "writer", "explanation", "score", "mean window corr.", "r²", "abs. dev. explained",
-                  "calibrate score", "explainer", "simulator"], _explanation_rows(ex), "expl-table")
+                  "calibrate score", "explainer", "simulator"]
+                 + (["detection (bal. acc.)", "fuzzing (bal. acc.)"] if _has_excerpt_scores(ex) else []),
+                 _explanation_rows(ex), "expl-table")
     cands = ""
     if ex.candidates:
         crow = [[num(c["candidate"]), esc(c.get("writer") or ""),

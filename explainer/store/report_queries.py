@@ -32,10 +32,13 @@ class ReportQueries:
         its scores from node_scores, plus what the view leaves out: candidate, raw_text and, for a
         shuffled explanation, the node it was written for (source_node_id, source_name)."""
         # DISTINCT: node_scores repeats an explanation once per task whose circuit holds its node.
-        return _dicts(self.con.execute("""
+        # The detection and fuzzing columns came with schema 13; a read-only older file has none.
+        excerpt = ("ns.detection, ns.fuzzing" if "detection" in self._columns("node_scores")
+                   else "NULL AS detection, NULL AS fuzzing")
+        return _dicts(self.con.execute(f"""
             SELECT DISTINCT ns.explanation_id, ns.node_id, ns.kind, ns.explanation AS text, ns.writer, ns.explainer,
                    ns.simulator, ns.failure, ns.created_at, ns.score, ns.mean_window_correlation, ns.r_squared,
-                   ns.absolute_deviation_explained, ns.calibrate_score,
+                   ns.absolute_deviation_explained, ns.calibrate_score, {excerpt},
                    e.candidate, e.raw_text, e.source_node_id, src.name AS source_name
             FROM node_scores ns
             JOIN explanations e ON e.explanation_id = ns.explanation_id

@@ -112,6 +112,11 @@ task_records, node_effects, circuits.effects, explanations.task, view node_roles
     explanations.task: the task of an in-task explanation (purpose 'task'); NULL for general ones.
     node_roles: per circuit node, general and in-task explanation with scores, effects, tokens.
 
+node_scores gains detection, fuzzing, detection_auroc, fuzzing_auroc (migration 13)
+    The detection and fuzzing scorers' scores of the selected explanation on the held-out (score)
+    split: balanced accuracy of the LLM's 1/0 answers, and the AUROC of P(1) where the endpoint gives
+    probabilities (`explainer.excerpt_scorers`; rows of `scores` with those method names).
+
 Adding a migration
 ------------------
 Append `(next_version, "SQL script")` to `MIGRATIONS` below, where `next_version` is the last
@@ -608,6 +613,43 @@ MIGRATIONS: list[tuple[int, str]] = [
             LEFT JOIN nodes n ON n.node_id = f.node_id
             LEFT JOIN general g ON g.node_id = f.node_id
             LEFT JOIN intask t ON t.node_id = f.node_id AND t.task = f.task;
+        """,
+    ),    (
+        13,
+        """
+        -- The detection and fuzzing scorers (explainer/excerpt_scorers.py, `circuits explain --scorer`):
+        -- their scores are rows of `scores` (split 'score'); node_scores shows them beside the correlation.
+        DROP VIEW node_scores;
+        CREATE VIEW node_scores AS
+            WITH s AS (
+                SELECT explanation_id,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'correlation') AS score,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'mean_window_correlation')
+                           AS mean_window_correlation,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'r_squared') AS r_squared,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'absolute_deviation_explained')
+                           AS absolute_deviation_explained,
+                       max(value) FILTER (WHERE split = 'calibrate' AND method = 'correlation')
+                           AS calibrate_score,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'detection') AS detection,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'fuzzing') AS fuzzing,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'detection_auroc') AS detection_auroc,
+                       max(value) FILTER (WHERE split = 'score' AND method = 'fuzzing_auroc') AS fuzzing_auroc
+                FROM scores GROUP BY explanation_id
+            ), cc AS (
+                SELECT DISTINCT cn.node_id, c.task  -- a node pruned for a task several times: one row
+                FROM circuit_nodes cn JOIN circuits c ON c.circuit_id = cn.circuit_id
+            )
+            SELECT e.model, cc.task, e.node_id, n.name, n.layer, n.location, n.site, e.kind,
+                   e.text AS explanation, e.writer, e.explainer, e.simulator, s.score, s.mean_window_correlation,
+                   s.r_squared, s.absolute_deviation_explained, s.calibrate_score, s.detection, s.fuzzing,
+                   s.detection_auroc, s.fuzzing_auroc, e.failure,
+                   e.purpose, e.settings_key, e.explanation_id, e.created_at
+            FROM explanations e
+            LEFT JOIN nodes n ON n.node_id = e.node_id
+            LEFT JOIN cc ON cc.node_id = e.node_id
+            LEFT JOIN s ON s.explanation_id = e.explanation_id
+            WHERE e.selected;
         """,
     ),
 ]
