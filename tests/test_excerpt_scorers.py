@@ -47,12 +47,12 @@ def test_a_real_detection_score_from_the_embedded_model_on_a_rule_neuron(tiny_ru
     assert len(result.answers) == len(excerpts) and not result.failures
     assert result.balanced_accuracy is not None and 0.0 <= result.balanced_accuracy <= 1.0
     assert result.auroc is not None and result.note is None  # read from the embedded model's logits
-    assert result.prompt_tokens > 100 * len(excerpts)
+    assert result.prompt_tokens > 50 * len(excerpts)  # counted by the model: the prompt and the excerpt
 
 
 def test_an_answer_that_is_neither_yes_nor_no_is_a_failure_with_its_text_never_a_zero():
     with FaultServer() as server:
-        server.add_rule("500", path="/chat/completions", contains="Excerpt", times=1)  # retried, then answered
+        server.add_rule("500", path="/chat/completions", contains="active on", times=1)  # retried, then answered
         client = LLMClient(OpenAIBackend(model=MODEL, base_url=server.base_url, api_key="sk-test", timeout=5.0),
                            retry=RetryPolicy(max_attempts=3), sleep=_no_wait)
         result, _ = _judge(client, FuzzingScorer, "the keyword return", EXCERPTS)
@@ -70,7 +70,7 @@ def test_an_endpoint_without_log_probabilities_gets_balanced_accuracy_and_says_w
         result, _ = _judge(client, DetectionScorer, "the keyword return", EXCERPTS)
         assert TOKEN_LOGPROBS not in client.capabilities
     assert result.note == NO_LOGPROBS and result.auroc is None
-    assert not any(r.body.get("logprobs") for r in server.requests if "Excerpt" in str(r.body))
+    assert not any(r.body.get("logprobs") for r in server.requests if "active on" in str(r.body))
 
 
 def test_the_prompt_shows_the_excerpt_and_the_marks():
@@ -78,7 +78,7 @@ def test_the_prompt_shows_the_excerpt_and_the_marks():
     fuzz = FuzzingScorer(client).request("the keyword return", EXCERPTS[0])
     user = fuzz.messages[-1][1]
     assert "def f(x):\n    <<return>> x" in user and "active on the keyword return" in user
-    assert user.index("Excerpt") < user.index("Explanation")  # the excerpt first: shared across explanations
+    assert user.index("def f") < user.index("active on")  # the excerpt first: shared across explanations
     detect = DetectionScorer(client).request("the keyword return", EXCERPTS[0]).messages[-1][1]
     assert "<<" not in detect and "def f(x):\n    return x" in detect
 
@@ -91,7 +91,7 @@ def test_explain_with_detection_and_fuzzing_stores_both_beside_the_correlation(t
 
     db = tmp_path / "c.duckdb"
     r = CliRunner().invoke(main, ["--db", str(db), "explain", str(tiny_run), "--node", "L0.mlp.neuron[0]",
-                                  "--explanations-per-node", "2", "--score-windows", "5", "--no-shuffled",
+                                  "--explanations-per-node", "1", "--score-windows", "2", "--no-shuffled",
                                   "--scorer", "simulation,detection,fuzzing"])
     assert r.exit_code == 0, r.stderr
     con = duckdb.connect(str(db), read_only=True)

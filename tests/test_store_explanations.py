@@ -174,7 +174,8 @@ def test_node_scores_view(s):
     cols, rows = s.query("SELECT * FROM node_scores ORDER BY node_id, kind, task")
     assert cols == ["model", "task", "node_id", "name", "layer", "location", "site", "kind", "explanation", "writer",
                     "explainer", "simulator", "score", "mean_window_correlation", "r_squared",
-                    "absolute_deviation_explained", "calibrate_score", "failure", "purpose", "settings_key",
+                    "absolute_deviation_explained", "calibrate_score", "detection", "fuzzing", "detection_auroc",
+                    "fuzzing_auroc", "failure", "purpose", "settings_key",
                     "explanation_id", "created_at"]
     got = [dict(zip(cols, r)) for r in rows]
     assert [(r["node_id"], r["kind"], r["task"]) for r in got] == [

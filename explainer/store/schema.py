@@ -103,19 +103,12 @@ jobs.concurrency (migration 11)
     it starts at 1, grows while answers come back well within the timeout, halves on a slow
     answer, a timeout, a 429 or a 5xx; `--concurrency` is its ceiling). job_summary shows it.
 task_records, node_effects, circuits.effects, explanations.task, view node_roles (migration 12)
-    What each circuit node does for its task (`circuits roles`). task_records: a node's activation
-    at every token of the task's prefixes (rank = 2 * pair + variant), pairs dealt into explain,
-    calibrate and score splits. node_effects, per (circuit, node): task loss change when the node
-    alone is mean-ablated from the circuit and from the full model (and the mean logit difference
-    change), its direct effect on the answer logits, and the tokens it promotes and suppresses
-    through the unembedding. circuits.effects: the baselines they are measured against.
-    explanations.task: the task of an in-task explanation (purpose 'task'); NULL for general ones.
-    node_roles: per circuit node, general and in-task explanation with scores, effects, tokens.
-
+    Node roles (`circuits explain --in-task`; docs/method.md, "Node roles"): in-task records per
+    (node, task, rank = 2 * pair + variant); per (circuit, node) its effect when ablated from the
+    circuit and from the model, direct effect and promoted/suppressed tokens; the baselines in
+    circuits.effects; in-task explanations are purpose 'task' with `task` set; node_roles joins them.
 node_scores gains detection, fuzzing, detection_auroc, fuzzing_auroc (migration 13)
-    The detection and fuzzing scorers' scores of the selected explanation on the held-out (score)
-    split: balanced accuracy of the LLM's 1/0 answers, and the AUROC of P(1) where the endpoint gives
-    probabilities (`explainer.excerpt_scorers`; rows of `scores` with those method names).
+    The excerpt scorers' held-out scores of an explanation (`explainer.excerpt_scorers`).
 
 Adding a migration
 ------------------
