@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5, help="activating and as many silent excerpts per explanation")
     ap.add_argument("--excerpt", type=int, default=32, help="tokens per excerpt")
     ap.add_argument("--scorers", default="detection,fuzzing")
+    ap.add_argument("--per-prompt", type=int, default=1, help="excerpts per prompt (more: answers only, no P(1))")
     ap.add_argument("--no-embedding", action="store_true", help="skip the embedding simulator's column")
     args = ap.parse_args()
 
@@ -57,7 +58,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     data = SuiteData.from_run(args.run)
     client = make_client(args.backend, model=args.model, base_url=args.base_url)
-    scorers = [SCORERS[s](client) for s in args.scorers.split(",")]
+    scorers = [SCORERS[s](client, per_prompt=args.per_prompt) for s in args.scorers.split(",")]
     results = []
 
     async def run() -> None:
@@ -77,7 +78,7 @@ def main() -> None:
     asyncio.run(run())
     total = time.perf_counter() - t0
     print(f"\n{args.backend}:{client.settings()['model']}, rules {args.rules}, seeds {seeds}, {args.n}+{args.n} "
-          f"excerpts of {args.excerpt} tokens, {total:.0f} s in all")
+          f"excerpts of {args.excerpt} tokens, {args.per_prompt} per prompt, {total:.0f} s in all")
     print(f"{'scorer':10s} {'rule set':9s} {'family':13s} {'rules':>5s} {'disc. (ba)':>10s} {'disc. (P)':>10s} "
           f"{'correct ba':>10s} {'tokens':>7s} {'failures':>8s}")
     for row in summarise(results):

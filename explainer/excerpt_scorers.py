@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .excerpt_scores import (NO, YES, Excerpt, activity_threshold, balanced_accuracy, excerpt_sets, marked_excerpt, p_yes,
+                             parse_numbered,
                              parse_answer, probability_auroc)
 from .llm import (PREFILL, PROMPT_LOGPROBS, TOKEN_LOGPROBS, ChatRequest, LLMClient, LLMOutputError, LLMRequestError,
                   PromptLogprobsRequest, is_fatal)
 from .prompts import load_prompt
 
 DETECTION, FUZZING = "detection", "fuzzing"
+SEVERAL = "several excerpts per prompt are judged from the written answers: balanced accuracy only"
 NO_LOGPROBS = "AUROC needs log-probabilities of the answer, which this endpoint does not give; balanced accuracy only"
 
 
@@ -42,8 +44,13 @@ class ExcerptScorer:
     method = ""
     prompt_name = ""
 
-    def __init__(self, client: LLMClient, prompts_dir: str | None = None):
-        self.client = client
+    def __init__(self, client: LLMClient, prompts_dir: str | None = None, per_prompt: int = 1):
+        """per_prompt: excerpts shown in one prompt. 1 (the default) reads P(1) where the endpoint
+        gives probabilities; more share the prompt's fixed text among excerpts (fewer prompt tokens)
+        and are judged from the written answers only."""
+        if per_prompt < 1:
+            raise ValueError(f"per_prompt must be at least 1, got {per_prompt}")
+        self.client, self.per_prompt = client, per_prompt
         self.prompt = load_prompt(self.prompt_name, prompts_dir)
 
     @property
@@ -67,7 +74,27 @@ class ExcerptScorer:
 
     @property
     def has_probabilities(self) -> bool:
-        return self.reads_logits or TOKEN_LOGPROBS in self.client.capabilities
+        return self.per_prompt == 1 and (self.reads_logits or TOKEN_LOGPROBS in self.client.capabilities)
+
+    def request_many(self, explanation: str, excerpts: Sequence[Excerpt]) -> ChatRequest:
+        """Several excerpts, numbered, and one question about all of them."""
+        blocks = [f"Excerpt {i}:\n```python\n{self.text(e)}\n```" for i, e in enumerate(excerpts, start=1)]
+        user = "\n\n".join([*blocks, self.prompt["instruction_many"].format(explanation=explanation, n=len(excerpts))])
+        return ChatRequest(messages=(("system", self.prompt["system"]), ("user", user)),
+                           max_tokens=8 * len(excerpts), temperature=0.0)
+
+    async def _several(self, explanation: str, excerpts: Sequence[Excerpt]) -> list[tuple]:
+        request = self.request_many(explanation, excerpts)
+        try:
+            result = await self.client.chat(request)
+        except (LLMOutputError, LLMRequestError) as e:
+            if is_fatal(e):
+                raise
+            return [(None, None, f"request failed: {e}", 0)] * len(excerpts)
+        answers = parse_numbered(result.text, len(excerpts))
+        tokens = result.prompt_tokens or sum(len(c) for _, c in request.messages) // 4
+        return [(a, None, None if a is not None else f"no 1 or 0 for excerpt {i + 1} in {result.text!r}",
+                 tokens if i == 0 else 0) for i, a in enumerate(answers)]
 
     async def _read(self, request: ChatRequest) -> tuple[bool | None, float | None, str | None, int]:
         from .llm.local import chatml  # the format the embedded models were trained on
@@ -101,8 +128,13 @@ class ExcerptScorer:
     async def judge_many(self, explanations: Sequence[str], excerpts: Sequence[Excerpt]) -> list[ExcerptScore]:
         """Several explanations on the same excerpts, asked excerpt by excerpt (the prompt starts with the
         excerpt, so an in-process model reuses it from its context for every explanation)."""
-        got = await asyncio.gather(*(self._one(x, e) for e in excerpts for x in explanations))
         n = len(explanations)
+        if self.per_prompt > 1:
+            groups = [list(excerpts[lo:lo + self.per_prompt]) for lo in range(0, len(excerpts), self.per_prompt)]
+            got_many = await asyncio.gather(*(self._several(x, g) for x in explanations for g in groups))
+            per_x = [[r for g in got_many[j * len(groups):(j + 1) * len(groups)] for r in g] for j in range(n)]
+            return [self._scored(per_x[j], excerpts) for j in range(n)]
+        got = await asyncio.gather(*(self._one(x, e) for e in excerpts for x in explanations))
         return [self._scored([got[i * n + j] for i in range(len(excerpts))], excerpts) for j in range(n)]
 
     def _scored(self, got: list[tuple[bool | None, float | None, str | None, int]],
@@ -114,7 +146,7 @@ class ExcerptScorer:
         return ExcerptScore(self.method, balanced_accuracy(answers, labels),
                             probability_auroc(probs, labels) if has_logprobs else None, answers, labels,
                             [f for _, _, f, _ in got if f], sum(t for *_, t in got),
-                            None if has_logprobs else NO_LOGPROBS)
+                            None if has_logprobs else NO_LOGPROBS if self.per_prompt == 1 else SEVERAL)
 
 
 class DetectionScorer(ExcerptScorer):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -45,6 +46,17 @@ def parse_answer(text: str) -> bool | None:
     if t in (NO, "no", "false"):
         return False
     return None
+
+
+def parse_numbered(text: str, n: int) -> list[bool | None]:
+    """Answers to n numbered excerpts from lines like "1: 1", "2. 0" or "3) yes"; None where excerpt
+    i has no usable answer (missing, or neither yes nor no)."""
+    out: list[bool | None] = [None] * n
+    for line in text.splitlines():
+        m = re.match(r"\s*(?:excerpt\s*)?(\d+)\s*[:.)\-]\s*(\S+)", line, re.IGNORECASE)
+        if m and 1 <= int(m.group(1)) <= n and out[int(m.group(1)) - 1] is None:
+            out[int(m.group(1)) - 1] = parse_answer(m.group(2))
+    return out
 
 
 def p_yes(top_logprobs: dict[str, float] | None) -> float | None:

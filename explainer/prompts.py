@@ -85,6 +85,9 @@ class PromptFile(BaseModel):
     # best, each with how many marked tokens it fits and how many tokens it fits at all, so a neuron
     # about a position or a role can be told from one about a token.
     fact_counts: Annotated[int, Field(ge=0)] = 0
+    # Excerpt scorers (detect, fuzz) with several excerpts per prompt: the question after the numbered
+    # excerpts ({explanation}, {n}); the answer is one "i: 1" or "i: 0" line per excerpt.
+    instruction_many: StrictStr = ""
     # Style examples in the system message are not answers: a reply equal to one is refused.
     style_examples: list[StrictStr] = []
 

@@ -111,3 +111,21 @@ def test_explain_with_detection_and_fuzzing_stores_both_beside_the_correlation(t
     assert lookup[2:] == (None, None, None, None)  # token lookup has no text for an LLM to judge
     r = CliRunner().invoke(main, ["--db", str(db), "explain", str(tiny_run), "--scorer", "simulation,telepathy"])
     assert r.exit_code == 1 and "unknown scorer 'telepathy'" in r.stderr
+
+
+def test_several_excerpts_per_prompt_share_one_request_and_say_why_auroc_is_missing():
+    with FaultServer() as server:
+        client = LLMClient(OpenAIBackend(model=MODEL, base_url=server.base_url, api_key="sk-test", timeout=5.0),
+                           retry=RetryPolicy(max_attempts=2), sleep=_no_wait)
+
+        async def go():
+            try:
+                await client.probe()
+                return await DetectionScorer(client, per_prompt=2).judge("the keyword return", EXCERPTS)
+            finally:
+                await client.close()
+        result = asyncio.run(go())
+        asked = [r for r in server.requests if "active on" in str(r.body)]
+    assert len(asked) == 1 and "Excerpt 2:" in str(asked[0].body)
+    assert result.answers == [None, None] and len(result.failures) == 2  # the fake's "OK" answers neither
+    assert result.auroc is None and "several excerpts per prompt" in result.note

@@ -52,3 +52,11 @@ def test_fuzzing_marks_the_active_tokens_and_as_many_random_ones_on_silent_recor
     assert ex == fuzzing_set(tokens, acts, active=[0, 1], silent=[2, 3], seed=0)
     assert marked_excerpt(ex[0]) == "a<<bc>>d"
     assert marked_excerpt(Excerpt(("x", " =", " 1"), (0, 2), True, 0)) == "<<x>> =<< 1>>"
+
+
+def test_numbered_answers_of_several_excerpts_per_prompt():
+    from explainer.excerpt_scores import parse_numbered
+
+    assert parse_numbered("1: 1\n2: 0\n3. yes\nExcerpt 4) no\n5: maybe", 5) == [True, False, True, False, None]
+    assert parse_numbered("2: 1\n7: 0\n2: 0", 3) == [None, True, None]  # missing, out of range, repeated
+    assert parse_numbered("yes", 2) == [None, None]
