@@ -19,6 +19,7 @@ from .excerpt_scores import (NO, YES, Excerpt, activity_threshold, balanced_accu
                              parse_answer, probability_auroc)
 from .llm import (PREFILL, PROMPT_LOGPROBS, TOKEN_LOGPROBS, ChatRequest, LLMClient, LLMOutputError, LLMRequestError,
                   PromptLogprobsRequest, is_fatal)
+from .llm.client import estimate_tokens
 from .prompts import load_prompt
 
 DETECTION, FUZZING = "detection", "fuzzing"
@@ -92,7 +93,7 @@ class ExcerptScorer:
                 raise
             return [(None, None, f"request failed: {e}", 0)] * len(excerpts)
         answers = parse_numbered(result.text, len(excerpts))
-        tokens = result.prompt_tokens or sum(len(c) for _, c in request.messages) // 4
+        tokens = _prompt_tokens(request, result)
         return [(a, None, None if a is not None else f"no 1 or 0 for excerpt {i + 1} in {result.text!r}",
                  tokens if i == 0 else 0) for i, a in enumerate(answers)]
 
@@ -118,8 +119,7 @@ class ExcerptScorer:
             return None, None, f"request failed: {e}", 0
         answer = parse_answer(result.text)
         prob = p_yes(result.top_logprobs[0]) if result.top_logprobs else None
-        tokens = result.prompt_tokens or sum(len(c) for _, c in request.messages) // 4
-        return answer, prob, None if answer is not None else f"not 1 or 0: {result.text!r}", tokens
+        return answer, prob, None if answer is not None else f"not 1 or 0: {result.text!r}", _prompt_tokens(request, result)
 
     async def judge(self, explanation: str, excerpts: Sequence[Excerpt]) -> ExcerptScore:
         """One explanation judged on every excerpt."""
@@ -147,6 +147,11 @@ class ExcerptScorer:
                             probability_auroc(probs, labels) if has_logprobs else None, answers, labels,
                             [f for _, _, f, _ in got if f], sum(t for *_, t in got),
                             None if has_logprobs else NO_LOGPROBS if self.per_prompt == 1 else SEVERAL)
+
+
+def _prompt_tokens(request: ChatRequest, result) -> int:
+    """The prompt tokens the server counted, else the client's estimate (as its accounting does)."""
+    return result.prompt_tokens or estimate_tokens("".join(c for _, c in request.messages))
 
 
 class DetectionScorer(ExcerptScorer):

@@ -29,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from .model import SparseGPT, node_locations
+from .nodes import FINAL, Node
 from .prune import ablation_hooks, keep_masks
-from .tasks import TaskExamples, task_logit_diff
+from .tasks import TaskExamples, left_aligned, task_logit_diff
 
-WRITES = ("attn.resid_write", "mlp.neuron", "mlp.resid_write", "final.resid_read")  # sites with a direct path
+WRITES = ("attn.resid_write", "mlp.neuron", "mlp.resid_write", FINAL)  # sites with a direct path
 
 
 @dataclass
@@ -46,22 +47,17 @@ class NodeEffect:
     direct_logit_diff: float | None  # the node's direct path to the answer logits, relative to its mean
 
 
-def _site(location: str) -> str:
-    return location.split(".", 1)[1] if location.startswith("L") else location
-
-
 def output_direction(model: SparseGPT, location: str, index: int) -> torch.Tensor | None:
     """The vector the node adds to what the unembedding reads, per unit of activation: in the
     normalised residual (after the final norm's weight) for writers, None for nodes that only read."""
-    site = _site(location)
-    if site not in WRITES:
+    node = Node(location, index)
+    if node.site not in WRITES:
         return None
     d = model.cfg.d_model
-    if site == "final.resid_read":
+    if node.site == FINAL:
         return torch.eye(d)[index]
-    if site == "mlp.neuron":
-        layer = int(location[1:].split(".", 1)[0])
-        vec = model.blocks[layer].mlp.proj.weight[:, index].detach().float().cpu()
+    if node.site == "mlp.neuron":
+        vec = model.blocks[node.layer(model.cfg.n_layer)].mlp.proj.weight[:, index].detach().float().cpu()
     else:
         vec = torch.eye(d)[index]
     return vec * model.ln_f.weight.detach().float().cpu()
@@ -110,12 +106,9 @@ def _direct(model: SparseGPT, examples: TaskExamples, means: dict[str, torch.Ten
         x = inputs[0].float()
         rms.append(torch.rsqrt(x.pow(2).mean(-1) + model.ln_f.eps))
 
-    writers = sorted({loc for loc, _ in nodes if _site(loc) in WRITES})
-    width = examples.ids.shape[1]
-    lengths = examples.lengths.clamp(max=model.cfg.n_ctx)
-    cols = torch.arange(int(lengths.max()))[None, :] + (width - lengths)[:, None]
-    ids = examples.ids.gather(1, cols.clamp(max=width - 1)).to(device)
-    last = (lengths - 1).to(device)
+    writers = sorted({loc for loc, i in nodes if Node(loc, i).site in WRITES})
+    ids, lengths = left_aligned(examples, model.cfg.n_ctx)
+    ids, last = ids.to(device), (lengths - 1).to(device)
     handle = model.ln_f.register_forward_pre_hook(norm_scale)
     try:
         with model.hooked({loc: keep(loc) for loc in writers}):
@@ -136,7 +129,7 @@ def _direct(model: SparseGPT, examples: TaskExamples, means: dict[str, torch.Ten
         a = a[..., i] if a.dim() == 2 else a[rows, last.cpu(), i]  # final read: (N, units); others (N, T, units)
         delta = a - float(means[loc][i])
         per_example = delta * (answer @ vec)
-        if _site(loc) != "final.resid_read":
+        if Node(loc, i).site != FINAL:
             per_example = per_example * scale
         out.append(float(per_example.mean()))
     return out
@@ -179,11 +172,8 @@ def task_activations(model: SparseGPT, examples: TaskExamples, nodes: list[tuple
     arrays (prefix length, len(nodes)), in the order of `nodes`. Prefixes longer than the context
     keep their last n_ctx tokens, as in evaluation."""
     device = next(model.parameters()).device
-    width = examples.ids.shape[1]
-    lengths = examples.lengths.clamp(max=model.cfg.n_ctx)
-    span = int(lengths.max()) if len(examples) else 0
-    cols = torch.arange(span)[None, :] + (width - lengths)[:, None]
-    ids = examples.ids.gather(1, cols.clamp(max=width - 1)).to(device)
+    ids, lengths = left_aligned(examples, model.cfg.n_ctx)
+    ids = ids.to(device)
     by_loc: dict[str, list[tuple[int, int]]] = {}
     for j, (loc, i) in enumerate(nodes):
         by_loc.setdefault(loc, []).append((j, i))

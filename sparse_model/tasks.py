@@ -544,6 +544,17 @@ def load_tasks(tokenizer, names: Sequence[str] | None = None, seed: int = 0, *,
 # ----------------------------------------------------------------------------- evaluation
 
 
+def left_aligned(examples: TaskExamples, n_ctx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, lengths): row r holds its prefix at columns 0 .. lengths[r] - 1 (read from the
+    left-padded ids; padding after it), prefixes longer than `n_ctx` cut to their last n_ctx tokens.
+    How evaluation, node effects and in-task records all read a split."""
+    width = examples.ids.shape[1]
+    lengths = examples.lengths.clamp(max=n_ctx)
+    span = int(lengths.max()) if len(lengths) else 0
+    cols = torch.arange(span)[None, :] + (width - lengths)[:, None]
+    return examples.ids.gather(1, cols.clamp(max=width - 1)), lengths
+
+
 def task_logit_diff(model, examples: TaskExamples, batch_size: int = 512) -> torch.Tensor:
     """``logit[correct] - logit[wrong]`` at each prefix's last position, shape (N,).
 
@@ -557,12 +568,8 @@ def task_logit_diff(model, examples: TaskExamples, batch_size: int = 512) -> tor
     n = len(examples)
     if n == 0:
         return torch.zeros(0, device=device)
-    width = examples.ids.shape[1]
-    lengths = examples.lengths.clamp(max=model.cfg.n_ctx)
-    span = int(lengths.max())
-    # Row r holds its prefix at columns 0 .. length-1, read from the left-padded ids.
-    cols = torch.arange(span)[None, :] + (width - lengths)[:, None]
-    ids = examples.ids.gather(1, cols.clamp(max=width - 1)).to(device)
+    ids, lengths = left_aligned(examples, model.cfg.n_ctx)
+    ids = ids.to(device)
     last_pos = (lengths - 1).to(device)
     correct, wrong = examples.correct.to(device), examples.wrong.to(device)
     diffs = []

@@ -25,6 +25,7 @@ from sparse_model.node_effects import node_effects, task_activations, vocab_proj
 from sparse_model.nodes import Node
 from sparse_model.progress import progress_bar
 from sparse_model.run import Run
+from sparse_model.tasks import left_aligned
 
 from ..pipeline import Windows
 from ..records import ActivationRecord, token_table
@@ -82,7 +83,8 @@ def ensure_effects(store: Store, run: Run, task: str, circuit: dict, progress: b
 def ensure_task_records(store: Store, run: Run, task: str, node_ids: Sequence[str], progress: bool = True) -> int:
     """Every prefix of the task's pairs (train and validation) with each node's activation at each
     of its tokens, stored per node in task_records. Returns the number of nodes captured."""
-    todo = [n for n in node_ids if n not in store.task_record_nodes(task)]
+    have = store.task_record_nodes(task)
+    todo = [n for n in node_ids if n not in have]
     if not todo:
         return 0
     built = run.tasks([task])[0]
@@ -90,10 +92,9 @@ def ensure_task_records(store: Store, run: Run, task: str, node_ids: Sequence[st
     tokens, labels, pairs, variants, acts = [], [], [], [], []
     offset = 0
     for examples in (built.train, built.val):
-        width = examples.ids.shape[1]
+        ids, lengths = left_aligned(examples, run.model.cfg.n_ctx)  # as evaluation reads them
         for row in range(len(examples)):
-            n = min(int(examples.lengths[row]), run.model.cfg.n_ctx)  # as evaluation reads it
-            tokens.append([table[int(t)] for t in examples.ids[row, width - n:]])
+            tokens.append([table[int(t)] for t in ids[row, :int(lengths[row])]])
             pairs.append(offset + int(examples.pair[row]))
             variants.append(row % 2)
             labels.append(variant_label(row % 2, table[int(examples.correct[row])]))

@@ -4,13 +4,8 @@ mixin of `Store`: in-task records, node effects, and the node_roles view (schema
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
-from .rows import rows_as_dicts as _dicts
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+from .rows import rows_as_dicts as _dicts, utc_now as _now
 
 
 class RoleQueries:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import duckdb
+
+
+def utc_now() -> datetime:
+    """The time every row is stamped with: UTC, without a time zone (DuckDB TIMESTAMP)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def rows_as_dicts(cur: duckdb.DuckDBPyConnection) -> list[dict]:

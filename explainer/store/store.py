@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -18,7 +17,7 @@ import duckdb
 from sparse_model.errors import UserError
 
 from . import schema
-from .rows import rows_as_dicts as _rows_as_dicts
+from .rows import rows_as_dicts as _rows_as_dicts, utc_now as _now
 from .report_queries import ReportQueries
 from .roles import RoleQueries
 from .search import SearchQueries, embedding_statements
@@ -37,10 +36,6 @@ def resolve_db_path(db: str | Path | None) -> Path:
     """The database path: `db` if given, else $CIRCUITS_DB, else ./circuits.duckdb."""
     chosen = db if db not in (None, "") else (os.environ.get(ENV_VAR) or DEFAULT_DB)
     return Path(chosen).expanduser()
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 def _one_line(err: BaseException) -> str:
