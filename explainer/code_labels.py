@@ -18,7 +18,8 @@ strings. Labels are computed per character and read per token:
   functions, parameters, keyword-argument names, variables assigned to, loop variables, exception
   classes in raise/except, module names in imports (only the NAME characters of each of these),
   docstrings and messages passed to a raised exception (the text between the quotes), conditions
-  of if/elif/while, decorators.
+  of if/elif/while, decorators; and the spans of the held-out meaning rules written later, in rounds
+  (the rest of `ROLES`).
 
 A file that `tokenize` or `ast` rejects (a syntax error, a truncated file) gets no labels at all:
 every label is False/0 there, and `parsed` says so.
@@ -46,7 +47,11 @@ ROLES = ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigne
          "assert_condition", "call_args", "with_item",
          # written after facts version 4 was frozen (the held-out meaning rules since then)
          "self_attribute", "method_name", "exception_var", "subscript_index", "lambda_expr", "fstring",
-         "compared_value", "yield_value", "comprehension", "augmented_value")
+         "compared_value", "yield_value", "comprehension", "augmented_value",
+         # written after the trained simulator (explainer.simulators.trained) was frozen, and never tuned
+         # on: the third round of held-out meaning rules
+         "method_receiver", "keyword_value", "bool_operand", "conditional_expr", "unpacked_arg", "with_target",
+         "except_body", "binary_operation")
 _FLAGS = ("parsed", "code", "string", "open_quote", "close_quote", "comment", "line_start", "after_dot",
           "def_header", "name", "keyword") + ROLES
 _COUNTS = ("depth", "indent")
@@ -253,6 +258,7 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
                 ch.mark_node("docstring", first.value)
         _more_roles(ch, node)
         _held_out_roles(ch, node)
+        _round2_roles(ch, node)
         if isinstance(node, ast.arg):
             ch.mark_node("param", node, len(node.arg))
         elif isinstance(node, ast.Call):
@@ -288,7 +294,8 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
             _name_after(ch, "import_name", node, "from", node.module)
     # roles name names: only the NAME characters count (not the dots of a dotted import, not spaces)
     for key in ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigned_name", "loop_var",
-                "exception_name", "import_name", "imported_object", "self_attribute", "method_name", "exception_var"):
+                "exception_name", "import_name", "imported_object", "self_attribute", "method_name", "exception_var",
+                "with_target"):
         ch.flag[key] &= ch.flag["name"]
 
 
@@ -358,3 +365,35 @@ def _more_roles(ch: _Chars, node: ast.AST) -> None:
     elif isinstance(node, (ast.With, ast.AsyncWith)):
         for item in node.items:
             ch.mark_node("with_item", item.context_expr)
+
+
+def _round2_roles(ch: _Chars, node: ast.AST) -> None:
+    """The spans of the third round of held-out meaning rules (written after the trained simulator
+    was frozen)."""
+    if isinstance(node, ast.Call):
+        if isinstance(node.func, ast.Attribute):
+            ch.mark_node("method_receiver", node.func.value)
+        for kw in node.keywords:  # a keyword's span starts at its name, or at the ** of **kwargs
+            ch.mark_node("keyword_value" if kw.arg is not None else "unpacked_arg",
+                         kw.value if kw.arg is not None else kw)
+    elif isinstance(node, ast.Starred) and isinstance(node.ctx, ast.Load):
+        ch.mark_node("unpacked_arg", node)
+    elif isinstance(node, ast.Dict):
+        for k, v in zip(node.keys, node.values):
+            if k is None:  # {**other}: from the ** to the end of the value
+                at = ch.text.rfind("**", 0, ch.ast_offset(v.lineno, v.col_offset))
+                ch.mark("unpacked_arg", at, ch.ast_offset(v.end_lineno, v.end_col_offset))
+    elif isinstance(node, ast.BoolOp):
+        for v in node.values:
+            ch.mark_node("bool_operand", v)
+    elif isinstance(node, ast.IfExp):
+        ch.mark_node("conditional_expr", node)
+    elif isinstance(node, (ast.With, ast.AsyncWith)):
+        for item in node.items:
+            for n in _names(item.optional_vars) if item.optional_vars is not None else []:
+                _mark_name(ch, "with_target", n)
+    elif isinstance(node, ast.ExceptHandler):
+        for st in node.body:
+            ch.mark_node("except_body", st)
+    elif isinstance(node, ast.BinOp):
+        ch.mark_node("binary_operation", node)

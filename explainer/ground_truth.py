@@ -283,17 +283,61 @@ MEANING_HELD_OUT: list[Rule] = [
           "numbers: tokens made of digits."),
          _role("augmented_value")),
 ]
-RULES_LIST += MEANING_TRAINING + MEANING_HELD_OUT
+# Written after the trained simulator (explainer.simulators.trained) was frozen, and never tuned on:
+# the third round of held-out meaning rules.
+MEANING_HELD_OUT_2: list[Rule] = [
+    Rule("method_receiver", "meaning",
+         "the object whose method is called: the part before the dot, like x in x.append(y).",
+         ("the word self.", "the name of a function or method being called, just before its parenthesis.",
+          "attribute and method names right after a dot."),
+         _role("method_receiver")),
+    Rule("keyword_value", "meaning", "the value passed to a keyword argument in a call: the expression after name=.",
+         ("the arguments passed to a function call, inside its parentheses.",
+          "names of keyword arguments in a function call, right before the =.",
+          "default values of parameters in a function signature, after the =."),
+         _role("keyword_value")),
+    Rule("bool_operand", "meaning", "the operands of the boolean operators and and or, on both sides of the operator.",
+         ("the condition of an if, elif or while statement.", "the keywords and, or and not.",
+          "comparison operators such as == and <."),
+         _role("bool_operand")),
+    Rule("conditional_expr", "meaning",
+         "conditional expressions (ternaries) written inline: a if condition else b, all of it.",
+         ("the keywords if and else.", "the condition of an if statement.", "the body of an else block."),
+         _role("conditional_expr")),
+    Rule("unpacked_arg", "meaning", "values unpacked with * or **, star included, like *args and **kwargs in a call.",
+         ("the *args and **kwargs parameters in a function signature.", "the multiplication operator *.",
+          "the arguments passed to a function call, inside its parentheses."),
+         _role("unpacked_arg")),
+    Rule("with_target", "meaning", "the name a with statement binds its context manager to, after as.",
+         ("the context manager of a with statement: the expression after with.", "the keyword as.",
+          "the variable an exception is bound to, after except ... as."),
+         _role("with_target")),
+    Rule("except_body", "meaning", "the code that handles a caught exception: the statements inside an except block.",
+         ("the code inside a try block, before except.", "names of exception classes in except clauses.",
+          "the keywords raise and except."),
+         _role("except_body")),
+    Rule("binary_operation", "meaning",
+         "binary operations: both operands and the operator of +, -, *, /, % and the like, e.g. a + b.",
+         ("arithmetic operators such as + and *.", "the value on the right of an augmented assignment such as +=.",
+          "numbers: tokens made of digits."),
+         _role("binary_operation")),
+]
+RULES_LIST += MEANING_TRAINING + MEANING_HELD_OUT + MEANING_HELD_OUT_2
 RULES: dict[str, Rule] = {r.name: r for r in RULES_LIST}
 TRAINING = tuple(r.name for r in RULES_LIST[:8] + MEANING_TRAINING)
-HELD_OUT = tuple(r.name for r in RULES_LIST[8:17] + MEANING_HELD_OUT)
+HELD_OUT = tuple(r.name for r in RULES_LIST[8:17] + MEANING_HELD_OUT + MEANING_HELD_OUT_2)
+HELD_OUT_ROUND_2 = tuple(r.name for r in MEANING_HELD_OUT_2)
 N_OTHER_WRONG = 2  # wrong explanations taken from other rules (the next ones in the list)
 
 
 def wrong_explanations(rule: Rule) -> list[str]:
     """The rule's own wrong or partly right explanations, then the correct explanations of the
-    next N_OTHER_WRONG rules of its own set (training or held-out) and family, without duplicates."""
-    group = [n for n in (TRAINING if rule.name in TRAINING else HELD_OUT) if RULES[n].family == rule.family]
+    next N_OTHER_WRONG rules of its own set (training, held-out, or the third round of held-out
+    meaning rules, so that adding that round left the earlier rules' wrong explanations as they
+    were) and family, without duplicates."""
+    names = TRAINING if rule.name in TRAINING else HELD_OUT_ROUND_2 if rule.name in HELD_OUT_ROUND_2 \
+        else tuple(n for n in HELD_OUT if n not in HELD_OUT_ROUND_2)
+    group = [n for n in names if RULES[n].family == rule.family]
     i = group.index(rule.name)
     others = [RULES[group[(i + k) % len(group)]].explanation for k in range(1, N_OTHER_WRONG + 1)]
     return [w for w in dict.fromkeys([*rule.wrong, *others]) if w != rule.explanation]

@@ -7,7 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from explainer.ground_truth import MEANING, HELD_OUT, RULES, RULES_LIST, TRAINING, resolve_rules, rule_activations, wrong_explanations
+from explainer.ground_truth import (MEANING, HELD_OUT, HELD_OUT_ROUND_2, RULES, RULES_LIST, TRAINING, resolve_rules,
+                                     rule_activations, wrong_explanations)
 from explainer.code_labels import label_tokens
 from explainer.lexer import CODE, COMMENT, STR_BODY, STR_CLOSE, STR_OPEN, annotate_tokens, lex
 from sparse_model.errors import UserError
@@ -191,3 +192,36 @@ def test_held_out_meaning_rules_on_a_hand_checked_snippet():
     assert fires("fstring") == ["row", "{", "r", "}"] and fires("compared_value") == ["None"]
     assert fires("yield_value") == comprehension and fires("comprehension") == comprehension
     assert fires("augmented_value") == ["rows", "[", "0", "]"]
+
+
+ROUND_2_SNIPPET = '''def load(path, *names, **opts):
+    with open(path, mode="r") as fh:
+        rows = fh.read().split(sep=opts.get("sep"))
+    try:
+        size = len(rows) * 2 + 1
+    except TypeError as err:
+        size = 0 if err else -1
+    if rows and not names:
+        return dict(**opts, size=size)
+    return [*rows, *names]
+'''
+
+
+def test_third_round_of_held_out_meaning_rules_on_a_hand_checked_snippet():
+    toks = _pieces(ROUND_2_SNIPPET)
+    assert "".join(toks) == ROUND_2_SNIPPET
+    labels = label_tokens(toks)
+
+    def fires(rule):
+        return [t.strip() for t, a in zip(toks, RULES[rule].fn(labels)) if a]
+    # the receivers of read (fh), split (fh.read()) and get (opts); not the called names themselves
+    assert fires("method_receiver") == ["fh", ".", "read", "(", ")", "opts"]
+    assert fires("keyword_value") == ['"', "r", '"', "opts", ".", "get", "(", '"', "sep", '"', ")", "size"]
+    assert fires("bool_operand") == ["rows", "not", "names"]  # not `and`, not the if
+    assert fires("conditional_expr") == ["0", "if", "err", "else", "-", "1"]
+    # *names and **opts in the signature are parameters, not unpacking; `*rows` in a list is
+    assert fires("unpacked_arg") == ["*", "*", "opts", "*", "rows", "*", "names"]
+    assert fires("with_target") == ["fh"]  # not `path` nor the exception variable err
+    assert fires("except_body") == ["size", "=", "0", "if", "err", "else", "-", "1"]
+    assert fires("binary_operation") == ["len", "(", "rows", ")", "*", "2", "+", "1"]
+    assert set(HELD_OUT_ROUND_2) <= set(HELD_OUT) and not set(HELD_OUT_ROUND_2) & set(TRAINING)
