@@ -24,10 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explainer.ground_truth import FAMILIES, HELD_OUT, RULES  # noqa: E402
+from explainer.ground_truth import FAMILIES, HELD_OUT, RULES, TRAINING  # noqa: E402
 from explainer.jobs.evaluate import run_suite  # noqa: E402
 from explainer.suite import EvalSettings, SuiteData, rule_records  # noqa: E402
 from explainer.simulators.embedding import Embedder, EmbeddingSimulator, _load_model  # noqa: E402
+from explainer.simulators.trained import WEIGHTS, TrainedSimulator  # noqa: E402
 
 TARGETS = {"token/syntax": (0.95, 0.75), "meaning": (0.9, 0.6)}  # held-out AUROC, correct mean
 
@@ -46,8 +47,16 @@ def _llm(model: str, prompt_name: str = "simulate"):
     return make
 
 
+WEIGHTS_PATH = [WEIGHTS]  # --weights
+
+
+def _trained():
+    return lambda: (TrainedSimulator(weights=WEIGHTS_PATH[0]), None)
+
+
 CANDIDATES = {
     "embedding": _emb(),  # the default
+    "trained": _trained(),  # the head trained on generated rules (simulators.trained), --weights
     "embedding_plain": _emb(literal=False),  # facts v4 without literal tokens
     "embedding_literal": _emb(literal=True),  # facts v4 and the tokens an explanation names literally
     "embedding_lists": _emb(lists=True),  # also the tokens named in plain lists of examples ("such as int, str")
@@ -90,16 +99,19 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="a trained run folder (its validation tokens are the text)")
     ap.add_argument("--only", default="embedding,embedding_v5,embedding_v3", help="comma-separated: " + ", ".join(CANDIDATES))
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--rules", default=None, help="comma-separated rule names, or 'held_out' (default all)")
+    ap.add_argument("--rules", default=None, help="comma-separated rule names, or 'held_out' or 'training' (default all)")
     ap.add_argument("--window", type=int, default=64, help="tokens per window (LLM simulators: 32 fits in minutes)")
     ap.add_argument("--score-windows", type=int, default=5, help="top windows and as many random ones scored")
+    ap.add_argument("--weights", default=str(WEIGHTS), help="the trained simulator's weights file")
     args = ap.parse_args()
+    WEIGHTS_PATH[0] = args.weights
     names = [n for n in args.only.split(",") if n]
     if bad := [n for n in names if n not in CANDIDATES]:
         ap.error(f"unknown simulator {bad[0]}; choose from {', '.join(CANDIDATES)}")
     settings = EvalSettings(seeds=tuple(int(x) for x in args.seeds.split(",")), window=args.window,
                             score_windows=args.score_windows)
-    rules = list(HELD_OUT) if args.rules == "held_out" else args.rules.split(",") if args.rules else None
+    rules = list(HELD_OUT) if args.rules == "held_out" else list(TRAINING) if args.rules == "training" \
+        else args.rules.split(",") if args.rules else None
     data = SuiteData.from_run(args.run)
     _load_model()
     rows = []

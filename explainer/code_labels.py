@@ -134,6 +134,9 @@ class _Chars:
         self.mark(key, b - length, b)
 
 
+CharOffsets = _Chars  # (row, col) -> character offsets of one file's text, for the rule generator
+
+
 def _label_file(tokens: Sequence[str], lo: int, hi: int, out: CodeLabels) -> None:
     text = "".join(tokens[lo:hi])
     try:

@@ -28,7 +28,7 @@ from . import scoring
 from .explain import Explainer
 from .prompts import fact_counts
 from .records import CALIBRATE, EXPLAIN, SCORE, ActivationRecord
-from .simulators import EMBEDDING, Simulation, Simulator
+from .simulators import EMBEDDING, TRAINED, Simulation, Simulator
 from .writers import LLM_WRITER, Candidate
 
 # Explanation kinds (the `kind` column of explanations and node_scores).
@@ -45,7 +45,7 @@ TOKEN_LOOKUP_TEXT = "each token's mean activation over the explanation windows"
 # the held-out score grows with k up to at least 32 (bench/best_of_k.py), so 32 candidates are
 # picked on all 10 + 10 calibrate windows; an LLM simulator costs one LLM pass per calibrate window
 # per candidate, so there it stays at 3 candidates on 5 + 5 windows.
-BEST_OF_K = {EMBEDDING: (32, 10)}
+BEST_OF_K = {EMBEDDING: (32, 10), TRAINED: (32, 10)}
 BEST_OF_K_LLM_SIMULATOR = (3, 5)
 
 

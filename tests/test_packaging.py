@@ -1,5 +1,5 @@
-"""A plain (non-editable) install is a working tool: the task files, prompt files and the report's
-CSS and JavaScript ship inside the wheel, and nothing reads the source tree."""
+"""A plain (non-editable) install is a working tool: the task files, prompt files, the report's
+CSS and JavaScript and the trained simulator's weights ship inside the wheel, and nothing reads the source tree."""
 
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ CHECK = textwrap.dedent("""
         load_prompt(name)
     assert resources.files("explainer.report").joinpath("report.css").read_text()
     assert resources.files("explainer.report").joinpath("report.js").read_text()
+    from explainer.simulators.trained import WEIGHTS, load_weights
+    assert str(WEIGHTS).startswith(home), WEIGHTS
+    load_weights(WEIGHTS)  # the trained simulator's head ships inside the wheel
     print("ok", len(load_task_specs()))
 """)
 

@@ -14,7 +14,7 @@ from ..ground_truth import RULES
 from ..explain import DEFAULT_PROMPT as DEFAULT_EXPLAIN_PROMPT
 from ..jobs.settings import ExplainSettings
 from ..llm import make_client
-from ..simulators import EMBEDDING, SIMULATORS, EmbeddingSimulator, make_simulator
+from ..simulators import EMBEDDING, NO_LLM, SIMULATORS, EmbeddingSimulator, make_simulator
 
 from .common import db_option, open_store, print_rows, resolve_run
 
@@ -88,7 +88,7 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
     with open_store() as store:
         for name in simulators or ("auto",):
             client = make_client(backend, model=model, base_url=base_url, concurrency=concurrency) \
-                if (recovery or name not in ("embedding", "embedding_context")) else None
+                if (recovery or name not in (*NO_LLM, "embedding_context")) else None
             if name == "embedding_context":
                 sim = EmbeddingSimulator("context")
             elif name == EMBEDDING:
@@ -97,7 +97,7 @@ def eval_command(run, simulators, prompt_name, explain_prompt, backend, model, b
                 if client is not None:
                     asyncio.run(client.probe())
                 sim = make_simulator(client, name, prompt_name=prompt_name)
-            llm_sim = sim.method != EMBEDDING
+            llm_sim = sim.method not in NO_LLM
             settings = EvalSettings(window=window or (32 if llm_sim else 64),
                                     score_windows=score_windows or (2 if llm_sim else 5),
                                     seeds=tuple(range(seeds or (1 if llm_sim else 3))), recovery=recovery,

@@ -37,7 +37,7 @@ from ..writers import LLM_WRITER, WRITERS_VERSION, cheap_candidates
 from ..llm import LLMClient
 from ..pipeline import LLM, SHUFFLED, TOKEN_LOOKUP, Windows, best_of_k, pick_windows, simulate_and_score, token_lookup
 from ..records import DEFAULT_WINDOW, capture_activations, sample_records, split_records, token_table
-from ..simulators import EMBEDDING, make_simulator
+from ..simulators import NO_LLM, make_simulator
 from ..store import Store
 from .accounting import Ledger, ResponseCache, load_price, new_job_id, working_on
 from .circuits import register_model
@@ -200,7 +200,7 @@ class _Job:
         baseline, commit both; returns the score."""
         windows = self._windows(nid)
         extra = [] if self.s.llm_only else cheap_candidates(windows.explain, self.explainer.threshold,
-                                                             few=self.simulator.method != EMBEDDING)
+                                                             few=self.simulator.method not in NO_LLM)
         found = await best_of_k(self.explainer, self.simulator, windows, self.s.explanations_per_node, self.s.seed,
                                 attribute=lambda i: working_on(self._id(nid, LLM, i), nid), extra=extra)
         items: list[Item] = []

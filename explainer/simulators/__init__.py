@@ -8,6 +8,9 @@
   (OpenAI's chat API): the model writes one `index<TAB>value` line per token and the expected value
   is read from the top alternatives of each written digit.
 - `text`: no log-probabilities at all; the written digits are parsed.
+- `trained`: no LLM either: a small head trained on generated rule neurons reads the explanation
+  against frozen MiniLM features of each token (`simulators.trained`, weights shipped as package
+  data, rebuilt by `simulators.train_simulator`).
 - `embedding`: no LLM at all: a small sentence-embedding model matches the explanation against a
   description of each token (`simulators.embedding`). The default for the embedded (local)
   backend, because SmolLM2-135M ignores the explanation and this one reads it (measured by the
@@ -27,17 +30,18 @@ import importlib.util
 from sparse_model.errors import UserError
 
 from ..llm import CHAT, PROMPT_LOGPROBS, TOKEN_LOGPROBS, LLMClient
-from .base import (ALL_AT_ONCE, CHAT_LOGPROBS, EMBEDDING, LLM_SIMULATORS, SIMULATORS, TEXT, Simulation,
-                   Simulator)
+from .base import (ALL_AT_ONCE, CHAT_LOGPROBS, EMBEDDING, LLM_SIMULATORS, NO_LLM, SIMULATORS, TEXT, TRAINED,
+                   Simulation, Simulator)
 from .embedding import MODEL_PACKAGE, EmbeddingSimulator
 from .llm import LLMSimulator, expected_value
+from .trained import TrainedSimulator
 
 LOCAL_DEFAULT = EMBEDDING  # `auto` on the embedded backend (chosen by `circuits eval`, see the README)
 # The endpoint capability each simulator needs (None: no LLM at all).
-_NEEDS = {ALL_AT_ONCE: PROMPT_LOGPROBS, CHAT_LOGPROBS: TOKEN_LOGPROBS, TEXT: CHAT, EMBEDDING: None}
+_NEEDS = {ALL_AT_ONCE: PROMPT_LOGPROBS, CHAT_LOGPROBS: TOKEN_LOGPROBS, TEXT: CHAT, EMBEDDING: None, TRAINED: None}
 
-__all__ = ["ALL_AT_ONCE", "CHAT_LOGPROBS", "EMBEDDING", "LLM_SIMULATORS", "SIMULATORS", "TEXT", "EmbeddingSimulator",
-           "LLMSimulator", "Simulation", "Simulator", "choose_simulator", "embedding_available", "expected_value",
+__all__ = ["ALL_AT_ONCE", "CHAT_LOGPROBS", "EMBEDDING", "LLM_SIMULATORS", "NO_LLM", "SIMULATORS", "TEXT", "TRAINED",
+           "EmbeddingSimulator", "LLMSimulator", "Simulation", "Simulator", "TrainedSimulator", "choose_simulator", "embedding_available", "expected_value",
            "make_simulator"]
 
 
@@ -75,9 +79,11 @@ def _backend_name(client: LLMClient | None) -> str | None:
 def make_simulator(client: LLMClient | None, method: str = "auto", prompts_dir: str | None = None,
                    prompt_name: str | None = None) -> Simulator:
     """The simulator for `method` ("auto": the best the client's endpoint supports, see
-    `choose_simulator`). The embedding simulator needs no client."""
+    `choose_simulator`). The embedding and trained simulators need no client."""
     caps = client.capabilities if client is not None else frozenset()
     chosen = choose_simulator(caps, method, _backend_name(client))
     if chosen == EMBEDDING:
         return EmbeddingSimulator()
+    if chosen == TRAINED:
+        return TrainedSimulator()
     return LLMSimulator(client, chosen, prompts_dir, prompt_name)

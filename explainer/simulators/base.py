@@ -11,8 +11,10 @@ ALL_AT_ONCE = "all_at_once"  # one scoring pass, needs prompt log-probabilities
 CHAT_LOGPROBS = "chat_logprobs"  # numbered lines, expected values from chat log-probabilities
 TEXT = "text"  # numbered lines, the written digits
 EMBEDDING = "embedding"  # no LLM: a sentence-embedding model matches facts about each token
+TRAINED = "trained"  # no LLM: a head trained on generated rule neurons reads the explanation
 LLM_SIMULATORS = (ALL_AT_ONCE, CHAT_LOGPROBS, TEXT)
-SIMULATORS = (*LLM_SIMULATORS, EMBEDDING)
+SIMULATORS = (*LLM_SIMULATORS, EMBEDDING, TRAINED)
+NO_LLM = (EMBEDDING, TRAINED)  # simulators that run without an LLM (cheap enough for best of 32)
 
 
 @dataclass
