@@ -11,6 +11,9 @@ suite's rules, `explainer.code_labels`, but generated from tables instead of wri
   inside the arguments of a call");
 - word rules: names whose words belong to a family ("names about files and paths").
 
+Each rule's explanations are its table phrases in random frames ("fires on ...", "mostly ..."), plus
+paraphrases of its first phrase written once by an LLM and stored as data (`paraphrase_rules`).
+
 The suite's held-out rules stay out. Parse-tree rules of the node types the held-out rules are
 about are never generated (`HELD_OUT_TYPES`, the `EXCLUDED` tokens), and `disjoint` drops any
 generated rule whose activations correlate with a held-out rule's at `MAX_CORRELATION` or more on
@@ -25,11 +28,14 @@ from __future__ import annotations
 
 import ast
 import io
+import json
 import keyword
 import random
 import re
 import tokenize
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +43,7 @@ import numpy as np
 from ..code_labels import END_OF_TEXT, CharOffsets
 
 GENERATOR_VERSION = 1
+PARAPHRASES = Path(__file__).resolve().parent / "paraphrases.json"  # written by `paraphrase_rules`
 MIN_TOKENS = 40  # a rule active on fewer tokens of the stream is dropped
 MAX_CORRELATION = 0.5  # `disjoint`: the most a generated rule may correlate with a held-out rule
 
@@ -431,8 +438,21 @@ def _file_labels(tokens: Sequence[str], lo: int, hi: int, out: dict[str, dict[in
 # ---- rules -------------------------------------------------------------------------------------
 
 
-def _phrases(key: str, rng: random.Random) -> tuple[str, ...] | None:
-    """The phrases that describe a rule key, None for keys that are not rules."""
+@lru_cache(maxsize=1)
+def _paraphrases() -> dict[str, list[str]]:
+    return json.loads(PARAPHRASES.read_text())["paraphrases"]
+
+
+def _phrases(key: str, rng: random.Random | None) -> tuple[str, ...] | None:
+    """The phrases that describe a rule key, then the LLM's paraphrases of its first phrase (stored
+    in PARAPHRASES), None for keys that are not rules."""
+    phrases = _table_phrases(key, rng)
+    if phrases is None or rng is None:
+        return phrases
+    return (*phrases, *_paraphrases().get(phrases[0], ()))
+
+
+def _table_phrases(key: str, rng: random.Random | None) -> tuple[str, ...] | None:
     kind, _, rest = key.partition(":")
     if kind == "keyword":
         if rest in EXCLUDED:
@@ -472,7 +492,7 @@ def _phrases(key: str, rng: random.Random) -> tuple[str, ...] | None:
     if kind in ("wordtok", "word"):
         fam, _, role = rest.partition(":")
         topic, members = WORDS[fam]
-        ex = rng.sample(members, 3)
+        ex = rng.sample(members, 3) if rng else members[:3]
         who = _WORD_ROLES[role or "any"]
         return (f"{who} about {topic}", f"{who} that mention {topic}, like {ex[0]} or {ex[1]}",
                 f"{who} containing words such as {ex[0]}, {ex[1]} and {ex[2]}")
