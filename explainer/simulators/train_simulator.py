@@ -54,7 +54,7 @@ def build(run_dir: str, n_tokens: int, n_top: int, n_random: int, seed: int, log
 
     run = Run(run_dir)
     table = token_table(run.tokenizer)
-    ids = np.asarray(run.train_tokens()[:n_tokens])
+    ids = np.asarray(run.train_tokens()[:n_tokens // WINDOW * WINDOW])  # whole windows
     tokens = [table[int(t)] for t in ids]
     t0 = time.perf_counter()
     rules = rulegen.generate(tokens)
