@@ -6,9 +6,11 @@ rule set (training: tuned on; held-out: reported), mean ± spread over seeds, si
 - correct: the correct explanation's mean score (targets: 0.75 token/syntax, 0.6 meaning, and above
   token lookup's on each family) — what a right explanation scores under this simulator;
 - token lookup: the baseline "mean activation of each token in the top windows", same windows;
-- the time to simulate one explanation on 20 windows of 64 tokens (target: at most 2 s).
+- the time to simulate one explanation on 20 windows of 64 tokens (target: at most 2 s), cold (new
+  windows) and warm (a new explanation on windows already described, as best-of-k's candidates).
 
-    python bench/simulator_faithfulness.py --run runs/tiny [--only embedding,embedding_v2] [--seeds 0,1,2]
+    python bench/simulator_faithfulness.py --run runs/tiny [--only embedding,trained] [--seeds 0,1,2]
+        [--rules held_out|training|NAME,...] [--weights FILE]
 
 Settings are the `circuits eval` defaults (64-token windows, 5 top + 5 random score windows).
 Each simulator gets its own embedding cache; the embedding model's load is not counted.
@@ -73,21 +75,24 @@ def _pm(x: dict) -> str:
     return "   n/a      " if x["mean"] is None else f"{x['mean']:6.3f} ± {x['std']:.3f}"
 
 
-def simulate_seconds(data: SuiteData, make, repeats: int = 3) -> float:
-    """Seconds to simulate one (new) explanation on 20 windows of 64 tokens, warm caches excluded:
-    the windows' token descriptions are embedded once first, as they are after a node's first
-    candidate; each repeat uses a new explanation, as best-of-k does."""
+def simulate_seconds(data: SuiteData, make, repeats: int = 3) -> tuple[float, float]:
+    """Seconds to simulate one (new) explanation on 20 windows of 64 tokens: cold (the first
+    explanation on windows the simulator has not seen: their token descriptions are built and
+    embedded) and warm (each repeat a new explanation on the same windows, as best-of-k's later
+    candidates are)."""
     sim, client = make()
     splits = rule_records(data, RULES["return_keyword"], 64, 0)
     windows = [r.tokens for split in splits.values() for r in split][:20]
 
-    async def go() -> float:
+    async def go() -> tuple[float, float]:
         try:
+            t0 = time.perf_counter()
             await sim.simulate_windows("a warm-up explanation", windows)
+            cold = time.perf_counter() - t0
             t0 = time.perf_counter()
             for i in range(repeats):
                 await sim.simulate_windows(f"the {i}th explanation of a node about names", windows)
-            return (time.perf_counter() - t0) / repeats
+            return cold, (time.perf_counter() - t0) / repeats
         finally:
             if client is not None:
                 await client.close()
@@ -131,8 +136,8 @@ def main() -> None:
                     print(f"{name:24} {family:13} {rule_set:9} {g['rules']:5d} {_pm(g['auroc']):>14} "
                           f"{_pm(g['correct']):>14} {_pm(g['token_lookup']):>14}")
     print()
-    print(f"{'simulator':24} {'version':36} {'s per 20x64':>11}  held-out targets met")
-    for name, version, s, secs in rows:
+    print(f"{'simulator':24} {'version':36} {'s per 20x64, cold':>17} {'warm':>6}  held-out targets met")
+    for name, version, s, (cold, secs) in rows:
         met = []
         for family, (auroc_t, correct_t) in TARGETS.items():
             g = s.get("families", {}).get(family, {}).get("held_out")
@@ -140,7 +145,7 @@ def main() -> None:
                 met.append(f"{family}: AUROC {'yes' if g['auroc']['mean'] >= auroc_t else 'no'}, correct "
                            f"{'yes' if g['correct']['mean'] >= correct_t else 'no'}, above lookup "
                            f"{'yes' if g['correct']['mean'] > (g['token_lookup']['mean'] or 0) else 'no'}")
-        print(f"{name:24} {version:36} {secs:11.3f}  {'; '.join(met)}")
+        print(f"{name:24} {version:36} {cold:17.3f} {secs:6.3f}  {'; '.join(met)}")
 
 
 if __name__ == "__main__":
