@@ -48,8 +48,8 @@ ROLES = ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigne
          # written after facts version 4 was frozen (the held-out meaning rules since then)
          "self_attribute", "method_name", "exception_var", "subscript_index", "lambda_expr", "fstring",
          "compared_value", "yield_value", "comprehension", "augmented_value",
-         # written after the trained simulator (explainer.simulators.trained) was frozen, and never tuned
-         # on: the third round of held-out meaning rules
+         # written blind to the trained simulator while it was built, never tuned on (the latest
+         # held-out meaning rules)
          "method_receiver", "keyword_value", "bool_operand", "conditional_expr", "unpacked_arg", "with_target",
          "except_body", "binary_operation")
 _FLAGS = ("parsed", "code", "string", "open_quote", "close_quote", "comment", "line_start", "after_dot",
@@ -371,8 +371,7 @@ def _more_roles(ch: _Chars, node: ast.AST) -> None:
 
 
 def _round2_roles(ch: _Chars, node: ast.AST) -> None:
-    """The spans of the third round of held-out meaning rules (written after the trained simulator
-    was frozen)."""
+    """The spans of the latest held-out meaning rules (written blind to the trained simulator)."""
     if isinstance(node, ast.Call):
         if isinstance(node.func, ast.Attribute):
             ch.mark_node("method_receiver", node.func.value)
