@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explainer.code_labels import label_stream  # noqa: E402
-from explainer.ground_truth import HELD_OUT, HELD_OUT_ROUND_2, RULES  # noqa: E402
+from explainer.ground_truth import HELD_OUT, HELD_OUT_ROUND_4, RULES  # noqa: E402
 from explainer.records import token_table  # noqa: E402
 from explainer.simulators import rulegen  # noqa: E402
 from explainer.simulators.train_simulator import WINDOW  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> None:
     for j, name in enumerate(held):
         i = int(np.argmax(np.abs(corr[:, j])))
         family = RULES[name].family
-        rnd = "4" if name in HELD_OUT_ROUND_2 else "3" if family == "meaning" else "-"
+        rnd = "4" if name in HELD_OUT_ROUND_4 else "3" if family == "meaning" else "-"
         by_round.setdefault(f"{family}, round {rnd}", []).append(float(corr[i, j]))
         print(f"{name:18} {family:13} {rnd:6} {rules[i].name:34} {corr[i, j]:+6.2f}")
     print()

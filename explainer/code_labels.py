@@ -261,7 +261,7 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
                 ch.mark_node("docstring", first.value)
         _more_roles(ch, node)
         _held_out_roles(ch, node)
-        _round2_roles(ch, node)
+        _round4_roles(ch, node)
         if isinstance(node, ast.arg):
             ch.mark_node("param", node, len(node.arg))
         elif isinstance(node, ast.Call):
@@ -370,7 +370,7 @@ def _more_roles(ch: _Chars, node: ast.AST) -> None:
             ch.mark_node("with_item", item.context_expr)
 
 
-def _round2_roles(ch: _Chars, node: ast.AST) -> None:
+def _round4_roles(ch: _Chars, node: ast.AST) -> None:
     """The spans of the latest held-out meaning rules (written blind to the trained simulator)."""
     if isinstance(node, ast.Call):
         if isinstance(node.func, ast.Attribute):

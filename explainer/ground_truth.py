@@ -287,7 +287,7 @@ MEANING_HELD_OUT: list[Rule] = [
 # checkout, blind to its code and data, while it was built; never tuned on, and no simulator's numbers
 # on them were looked at before it was frozen: the latest held-out meaning rules (docs/method.md,
 # "Ground-truth suite", round 4).
-MEANING_HELD_OUT_2: list[Rule] = [
+MEANING_ROUND_4: list[Rule] = [
     Rule("method_receiver", "meaning",
          "the object whose method is called: the part before the dot, like x in x.append(y).",
          ("the word self.", "the name of a function or method being called, just before its parenthesis.",
@@ -324,11 +324,11 @@ MEANING_HELD_OUT_2: list[Rule] = [
           "numbers: tokens made of digits."),
          _role("binary_operation")),
 ]
-RULES_LIST += MEANING_TRAINING + MEANING_HELD_OUT + MEANING_HELD_OUT_2
+RULES_LIST += MEANING_TRAINING + MEANING_HELD_OUT + MEANING_ROUND_4
 RULES: dict[str, Rule] = {r.name: r for r in RULES_LIST}
 TRAINING = tuple(r.name for r in RULES_LIST[:8] + MEANING_TRAINING)
-HELD_OUT = tuple(r.name for r in RULES_LIST[8:17] + MEANING_HELD_OUT + MEANING_HELD_OUT_2)
-HELD_OUT_ROUND_2 = tuple(r.name for r in MEANING_HELD_OUT_2)
+HELD_OUT = tuple(r.name for r in RULES_LIST[8:17] + MEANING_HELD_OUT + MEANING_ROUND_4)
+HELD_OUT_ROUND_4 = tuple(r.name for r in MEANING_ROUND_4)
 N_OTHER_WRONG = 2  # wrong explanations taken from other rules (the next ones in the list)
 
 
@@ -337,8 +337,8 @@ def wrong_explanations(rule: Rule) -> list[str]:
     next N_OTHER_WRONG rules of its own set (training, held-out, or the third round of held-out
     meaning rules, so that adding that round left the earlier rules' wrong explanations as they
     were) and family, without duplicates."""
-    names = TRAINING if rule.name in TRAINING else HELD_OUT_ROUND_2 if rule.name in HELD_OUT_ROUND_2 \
-        else tuple(n for n in HELD_OUT if n not in HELD_OUT_ROUND_2)
+    names = TRAINING if rule.name in TRAINING else HELD_OUT_ROUND_4 if rule.name in HELD_OUT_ROUND_4 \
+        else tuple(n for n in HELD_OUT if n not in HELD_OUT_ROUND_4)
     group = [n for n in names if RULES[n].family == rule.family]
     i = group.index(rule.name)
     others = [RULES[group[(i + k) % len(group)]].explanation for k in range(1, N_OTHER_WRONG + 1)]

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from explainer.ground_truth import (MEANING, HELD_OUT, HELD_OUT_ROUND_2, RULES, RULES_LIST, TRAINING, resolve_rules,
+from explainer.ground_truth import (MEANING, HELD_OUT, HELD_OUT_ROUND_4, RULES, RULES_LIST, TRAINING, resolve_rules,
                                      rule_activations, wrong_explanations)
 from explainer.code_labels import label_tokens
 from explainer.lexer import CODE, COMMENT, STR_BODY, STR_CLOSE, STR_OPEN, annotate_tokens, lex
@@ -224,4 +224,4 @@ def test_third_round_of_held_out_meaning_rules_on_a_hand_checked_snippet():
     assert fires("with_target") == ["fh"]  # not `path` nor the exception variable err
     assert fires("except_body") == ["size", "=", "0", "if", "err", "else", "-", "1"]
     assert fires("binary_operation") == ["len", "(", "rows", ")", "*", "2", "+", "1"]
-    assert set(HELD_OUT_ROUND_2) <= set(HELD_OUT) and not set(HELD_OUT_ROUND_2) & set(TRAINING)
+    assert set(HELD_OUT_ROUND_4) <= set(HELD_OUT) and not set(HELD_OUT_ROUND_4) & set(TRAINING)
