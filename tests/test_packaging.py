@@ -34,6 +34,8 @@ CHECK = textwrap.dedent("""
     from explainer.simulators.trained import WEIGHTS, load_weights
     assert str(WEIGHTS).startswith(home), WEIGHTS
     load_weights(WEIGHTS)  # the trained simulator's head ships inside the wheel
+    from explainer.simulators.rulegen import PARAPHRASES, _paraphrases
+    assert str(PARAPHRASES).startswith(home) and _paraphrases()  # and the wording it was trained on
     print("ok", len(load_task_specs()))
 """)
 
