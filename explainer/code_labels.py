@@ -51,7 +51,9 @@ ROLES = ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigne
          # written blind to the trained simulator while it was built, never tuned on (the latest
          # held-out meaning rules)
          "method_receiver", "keyword_value", "bool_operand", "conditional_expr", "unpacked_arg", "with_target",
-         "except_body", "binary_operation")
+         "except_body", "binary_operation",
+         # round 5: written after the trained simulator was frozen, blind to it, never tuned on
+         "subscripted_value", "try_body", "decorator_args", "free_name", "class_attribute", "percent_format")
 _FLAGS = ("parsed", "code", "string", "open_quote", "close_quote", "comment", "line_start", "after_dot",
           "def_header", "name", "keyword") + ROLES
 _COUNTS = ("depth", "indent")
@@ -168,7 +170,8 @@ def _label_file(tokens: Sequence[str], lo: int, hi: int, out: CodeLabels) -> Non
             out.arrays[key][idx] = arr[first]
     for key, arr in ch.count.items():
         out.arrays[key][idx] = arr[first]
-    for key in ("docstring", "error_message", "fstring"):  # kinds of text: the text between the quotes
+    # kinds of text: the text between the quotes
+    for key in ("docstring", "error_message", "fstring", "percent_format"):
         out.arrays[key][lo:hi] &= out.arrays["string"][lo:hi]
 
 
@@ -262,6 +265,7 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
         _more_roles(ch, node)
         _held_out_roles(ch, node)
         _round4_roles(ch, node)
+        _round5_roles(ch, node)
         if isinstance(node, ast.arg):
             ch.mark_node("param", node, len(node.arg))
         elif isinstance(node, ast.Call):
@@ -298,7 +302,7 @@ def _from_ast(ch: _Chars, tree: ast.AST) -> None:
     # roles name names: only the NAME characters count (not the dots of a dotted import, not spaces)
     for key in ("def_name", "class_name", "call_name", "param", "keyword_arg", "assigned_name", "loop_var",
                 "exception_name", "import_name", "imported_object", "self_attribute", "method_name", "exception_var",
-                "with_target"):
+                "with_target", "free_name", "class_attribute"):
         ch.flag[key] &= ch.flag["name"]
 
 
@@ -399,3 +403,56 @@ def _round4_roles(ch: _Chars, node: ast.AST) -> None:
             ch.mark_node("except_body", st)
     elif isinstance(node, ast.BinOp):
         ch.mark_node("binary_operation", node)
+
+
+def _round5_roles(ch: _Chars, node: ast.AST) -> None:
+    """The spans of the fifth round of held-out meaning rules (written after the trained simulator
+    was frozen, blind to it)."""
+    if isinstance(node, ast.Subscript):
+        ch.mark_node("subscripted_value", node.value)  # x in x[i], a.b in a.b[1:], f() in f()[0]
+    elif isinstance(node, (ast.Try, ast.TryStar)):
+        for st in node.body:  # not the except, else or finally blocks
+            ch.mark_node("try_body", st)
+    elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        for d in node.decorator_list:
+            if isinstance(d, ast.Call):
+                for a in [*d.args, *d.keywords]:
+                    ch.mark_node("decorator_args", a)
+        if isinstance(node, ast.ClassDef):
+            for st in node.body:  # assigned or declared in the class body itself, not in its methods
+                targets = st.targets if isinstance(st, ast.Assign) else [st.target] \
+                    if isinstance(st, (ast.AnnAssign, ast.AugAssign)) else []
+                for t in targets:
+                    for n in _names(t):
+                        _mark_name(ch, "class_attribute", n)
+        else:
+            _free_names(ch, node)
+    elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) \
+            and isinstance(node.left.value, str):
+        ch.mark_node("percent_format", node.left)  # '%s items' % n: the format string's text
+
+
+def _free_names(ch: _Chars, fn: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+    """Names read in a function's body that the function does not bind anywhere inside it: not a
+    parameter (its own, a nested function's or a lambda's), not a name stored or deleted, imported,
+    defined by def or class, or bound by except ... as or a match pattern. So globals, builtins,
+    imported modules and variables of an enclosing function. A nested function gets its own pass
+    (its reads of the outer function's variables are free in it)."""
+    bound = set()
+    for n in ast.walk(fn):
+        if isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif n is fn:
+            continue
+        elif isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            bound.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name).split(".")[0] for a in n.names)
+        elif isinstance(n, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and n.name:
+            bound.add(n.name)
+    for st in fn.body:
+        for n in ast.walk(st):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in bound:
+                ch.mark_node("free_name", n)

@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from explainer.ground_truth import (MEANING, HELD_OUT, HELD_OUT_ROUND_4, RULES, RULES_LIST, TRAINING, resolve_rules,
-                                     rule_activations, wrong_explanations)
+from explainer.ground_truth import (MEANING, HELD_OUT, HELD_OUT_ROUND_4, HELD_OUT_ROUND_5, RULES, RULES_LIST, TRAINING,
+                                     resolve_rules, rule_activations, wrong_explanations)
 from explainer.code_labels import label_tokens
 from explainer.lexer import CODE, COMMENT, STR_BODY, STR_CLOSE, STR_OPEN, annotate_tokens, lex
 from sparse_model.errors import UserError
@@ -225,3 +225,49 @@ def test_third_round_of_held_out_meaning_rules_on_a_hand_checked_snippet():
     assert fires("except_body") == ["size", "=", "0", "if", "err", "else", "-", "1"]
     assert fires("binary_operation") == ["len", "(", "rows", ")", "*", "2", "+", "1"]
     assert set(HELD_OUT_ROUND_4) <= set(HELD_OUT) and not set(HELD_OUT_ROUND_4) & set(TRAINING)
+
+
+ROUND_5_SNIPPET = '''import os
+
+
+@register("fmt", level=2)
+class Item(Base):
+    kind = "item"
+    size: int = 0
+
+    def load(self, rows, name):
+        try:
+            first = rows[0][1:]
+            path = os.path.join(name, "%s.txt" % first)
+        except KeyError:
+            path = DEFAULT
+
+        def inner():
+            return path + TAIL
+        return inner
+'''
+
+
+def test_fifth_round_of_held_out_meaning_rules_on_a_hand_checked_snippet():
+    toks = _pieces(ROUND_5_SNIPPET)
+    assert "".join(toks) == ROUND_5_SNIPPET
+    labels = label_tokens(toks)
+
+    def fires(rule):
+        return [t.strip() for t, a in zip(toks, RULES[rule].fn(labels)) if a]
+    # rows[0][1:]: the outer subscript indexes rows[0], the inner one rows
+    assert fires("subscripted_value") == ["rows", "[", "0", "]"]
+    assert fires("try_body") == ["first", "=", "rows", "[", "0", "]", "[", "1", ":", "]",
+                                 "path", "=", "os", ".", "path", ".", "join", "(", "name", ",",
+                                 '"', "%", "s", ".", "txt", '"', "%", "first", ")"]
+    assert fires("decorator_args") == ['"', "fmt", '"', "level", "=", "2"]  # not the decorator's name
+    # read in a function and bound nowhere in it; path is free in inner (bound in load), rows, name,
+    # first and inner are not; register and Base are read outside any function
+    assert fires("free_name") == ["os", "KeyError", "DEFAULT", "path", "TAIL"]
+    assert fires("class_attribute") == ["kind", "size"]  # not first, path (assigned in a method)
+    assert fires("percent_format") == ["%", "s", ".", "txt"]  # the string's text, not the operator
+    assert set(HELD_OUT_ROUND_5) <= set(HELD_OUT) and not set(HELD_OUT_ROUND_5) & set(TRAINING)
+    assert not set(HELD_OUT_ROUND_5) & set(HELD_OUT_ROUND_4)
+    for name in HELD_OUT_ROUND_5:  # the explanations a round-5 rule borrows come from round 5 only
+        borrowed = wrong_explanations(RULES[name])[len(RULES[name].wrong):]
+        assert borrowed and all(any(RULES[n].explanation == b for n in HELD_OUT_ROUND_5) for b in borrowed)
