@@ -79,6 +79,7 @@ def build(run_dir: str, n_tokens: int, n_top: int, n_random: int, seed: int, log
     windows = [tokens[w * WINDOW:(w + 1) * WINDOW] for w in chosen]
     log(f"{len(examples)} examples on {len(windows)} windows; computing frozen features ...")
     return {"rules": rules, "windows": windows, "slot": chosen, "examples": examples, "dropped": dropped,
+            "held_out_filter": list(HELD_OUT),
             "run": run.name, "corpus": run.config["corpus"].get("sha256"), "tokens": len(tokens)}
 
 
@@ -234,6 +235,7 @@ def main(argv=None) -> None:
                          log=log)
     meta = {"generator": rulegen.GENERATOR_VERSION, "run": data["run"], "corpus_sha256": data["corpus"],
             "tokens": data["tokens"], "rules": len(data["rules"]), "examples": len(data["examples"]),
+            "held_out_filter": data.get("held_out_filter"),  # the held-out rules the data was kept away from
             "epochs": args.epochs, "seed": args.seed, "dropout": args.dropout, "weight_decay": args.weight_decay, "train_seconds": round(secs),
             "total_seconds": round(time.perf_counter() - t0)}
     save_weights(args.out, params, meta)
