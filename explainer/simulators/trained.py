@@ -4,19 +4,20 @@ trained simulator").
 
 Frozen features (nothing here is trained but the head):
 - per token of a window (computed once per window and cached, so best-of-k pays once per window):
-  the all-MiniLM-L6-v2 contextual vector of the window's text at the token's characters (the mean
-  of the word pieces that overlap it), and the mean embedding of the token's facts
-  (`embedding.token_facts`, facts version 4);
-- per explanation: its sentence embedding and the contextual vectors of its word pieces;
+  the mean all-MiniLM-L6-v2 embedding of the token's facts (`embedding.token_facts`, facts
+  version 4), beside the mean of the same for the tokens before and after it (`neighbours`);
+- per explanation: its sentence embedding and MiniLM's contextual vectors of its word pieces;
 - per (explanation, token): the embedding simulator's own prediction (facts v4 with literal
   tokens), as log(1e-3 + prediction), so the head starts from what that simulator knows.
 
 The head (HEAD_SIZE wide): the token's features and the explanation are projected, the token
-attends over the explanation's word pieces, and a small MLP of the products gives one logit per
-token; the prediction is its sigmoid. Its weights (a few MB of float16) are package data, built by
-`python -m explainer.simulators.train_simulator` from `simulators.rulegen`'s rules on a run's
-training split; the file records the generator's and the features' versions, which are part of the
-simulator's version.
+attends over the explanation's word pieces, a ReLU layer of the products and the log facts
+prediction gives one logit per token, plus a learned multiple (`skip`) of the log facts prediction
+passed straight through; the prediction is its sigmoid. Its weights (0.5 MB of float16) are package
+data, built by `python -m explainer.simulators.train_simulator` from `simulators.rulegen`'s rules on
+a run's training split; the file records the generator's and the features' versions, which are part
+of the simulator's version. A missing, corrupt or mismatched file is a UserError that names the
+simulator to use instead (`load_weights`).
 
     sim = TrainedSimulator()                       # loads the shipped weights
     preds = sim.predict("the condition of a while loop", [tokens_1, tokens_2])
@@ -42,7 +43,6 @@ from .literal import literal_hits, literal_weights
 
 FEATURES_VERSION = 2  # 1: MiniLM's contextual vector of the window's text in place of the neighbours
 HEAD_SIZE = 128
-MAX_PIECES = 256  # word pieces of a window's text read by MiniLM
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "trained.npz"
 PARAMS = ("tok_w", "tok_b", "exp_w", "exp_b", "key_w", "val_w", "mlp_w", "mlp_b", "out_w", "out_b", "skip")
 _LOCK = threading.Lock()
@@ -51,23 +51,16 @@ _LOCK = threading.Lock()
 # ---- frozen features ---------------------------------------------------------------------------
 
 
-def _contextual(texts: Sequence[str], max_length: int = MAX_PIECES) -> list[tuple[np.ndarray, np.ndarray]]:
-    """MiniLM's last hidden states of each text: (word pieces, 384) and their character offsets."""
+def word_pieces(text: str, max_length: int = 64) -> np.ndarray:
+    """MiniLM's contextual vectors of a text's word pieces, (pieces, 384), without [CLS] and [SEP]
+    (one zero row for a text with no pieces)."""
     import torch
 
     model = _load_model()
-    out = []
     with _LOCK, torch.inference_mode():
-        for i in range(0, len(texts), 32):
-            enc = model.tokenizer(list(texts[i:i + 32]), return_offsets_mapping=True, padding=True, truncation=True,
-                                  max_length=max_length, return_tensors="pt")
-            offsets = enc.pop("offset_mapping").numpy()
-            hidden = model[0].auto_model(**enc).last_hidden_state.numpy()
-            mask = enc["attention_mask"].numpy().astype(bool)
-            for h, o, m in zip(hidden, offsets, mask):
-                keep = m & (o[:, 1] > o[:, 0])  # real pieces, not [CLS] / [SEP] / padding
-                out.append((h[keep].astype(np.float32), o[keep]))
-    return out
+        enc = model.tokenizer([text], truncation=True, max_length=max_length, return_tensors="pt")
+        hidden = model[0].auto_model(**enc).last_hidden_state[0, 1:-1].numpy().astype(np.float32)
+    return hidden if len(hidden) else np.zeros((1, EMBEDDING_SIZE), np.float32)
 
 
 class WindowFeatures:
@@ -126,10 +119,7 @@ class Featurizer:
     def explanation(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(sentence embedding (384,), word-piece vectors (pieces, 384))."""
         if text not in self._explanations:
-            (h, _), = _contextual([text], 64)
-            if not len(h):
-                h = np.zeros((1, EMBEDDING_SIZE), np.float32)
-            self._explanations[text] = (self.embed([text])[0], h)
+            self._explanations[text] = (self.embed([text])[0], word_pieces(text))
         return self._explanations[text]
 
     def facts_score(self, explanation: str, e: np.ndarray, windows: Sequence[WindowFeatures]) -> list[np.ndarray]:
