@@ -89,12 +89,37 @@ def label_tokens(tokens: Sequence[str]) -> CodeLabels:
     n = len(tokens)
     arrays = {k: np.zeros(n, bool) for k in _FLAGS} | {k: np.zeros(n, np.int16) for k in _COUNTS}
     out = CodeLabels(text=list(tokens), word=[t.strip() for t in tokens], arrays=arrays)
-    start = 0
-    for end in [i for i, t in enumerate(tokens) if t == END_OF_TEXT] + [n]:
+    for lo, hi in file_ranges(tokens):
+        _label_file(tokens, lo, hi, out)
+    return out
+
+
+def file_ranges(tokens: Sequence[str]) -> list[tuple[int, int]]:
+    """(first, end) token index of each non-empty file of a stream cut at END_OF_TEXT."""
+    out, start = [], 0
+    for end in [i for i, t in enumerate(tokens) if t == END_OF_TEXT] + [len(tokens)]:
         if end > start:
-            _label_file(tokens, start, end, out)
+            out.append((start, end))
         start = end + 1
     return out
+
+
+def parse_file(text: str) -> tuple[list[tokenize.TokenInfo], ast.AST] | None:
+    """Python's tokens and parse tree of one file's text; None when Python cannot parse it."""
+    try:
+        return list(tokenize.generate_tokens(io.StringIO(text).readline)), ast.parse(text)
+    except (SyntaxError, tokenize.TokenError, ValueError, IndentationError, MemoryError, RecursionError):
+        return None
+
+
+def first_characters(pieces: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the tokens of one file: the offset where each starts in the file's text, whether it has a
+    non-space character, and the offset of that first non-space character (tokens that have one)."""
+    lengths = np.array([len(t) for t in pieces])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    lead = np.array([len(t) - len(t.lstrip()) for t in pieces])
+    has = lead < lengths
+    return starts, has, (starts + lead)[has]
 
 
 # ---- one file ----------------------------------------------------------------------------------
@@ -141,23 +166,17 @@ CharOffsets = _Chars  # (row, col) -> character offsets of one file's text, for 
 
 def _label_file(tokens: Sequence[str], lo: int, hi: int, out: CodeLabels) -> None:
     text = "".join(tokens[lo:hi])
-    try:
-        toks = list(tokenize.generate_tokens(io.StringIO(text).readline))
-        tree = ast.parse(text)
-    except (SyntaxError, tokenize.TokenError, ValueError, IndentationError, MemoryError, RecursionError):
+    parsed = parse_file(text)
+    if parsed is None:
         return  # not Python we can parse: no labels (`parsed` stays False)
+    toks, tree = parsed
     ch = _Chars(text)
     ch.flag["parsed"][:] = True
     _from_tokens(ch, toks)
     _from_ast(ch, tree)
     # read the character labels per token: at its first non-space character, or over all of its
     # non-space characters (quotes: any of them; string, comment: most of them)
-    pieces = tokens[lo:hi]
-    lengths = np.array([len(t) for t in pieces])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    lead = np.array([len(t) - len(t.lstrip()) for t in pieces])
-    has = lead < lengths  # the token has a non-space character
-    first = (starts + lead)[has]
+    starts, has, first = first_characters(tokens[lo:hi])
     idx = np.arange(lo, hi)[has]
     nonspace = ~np.isin(np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32), _SPACES)
     n_nonspace = np.add.reduceat(nonspace.astype(np.int32), starts)[has]

@@ -27,7 +27,6 @@ explanations; GENERATOR_VERSION names it in the simulator's version.
 from __future__ import annotations
 
 import ast
-import io
 import json
 import keyword
 import random
@@ -40,7 +39,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..code_labels import END_OF_TEXT, CharOffsets
+from ..code_labels import CharOffsets, file_ranges, first_characters, parse_file
 
 GENERATOR_VERSION = 1
 PARAPHRASES = Path(__file__).resolve().parent / "paraphrases.json"  # written by `paraphrase_rules`
@@ -389,20 +388,14 @@ def _label_tree(f: _File, tree: ast.AST) -> None:
 
 def _file_labels(tokens: Sequence[str], lo: int, hi: int, out: dict[str, dict[int, float]]) -> None:
     text = "".join(tokens[lo:hi])
-    try:
-        toks = list(tokenize.generate_tokens(io.StringIO(text).readline))
-        tree = ast.parse(text)
-    except (SyntaxError, tokenize.TokenError, ValueError, MemoryError, RecursionError):
+    parsed = parse_file(text)
+    if parsed is None:
         return  # not Python we can parse: no rule is active in it
     f = _File(text)
-    _label_tokens(f, toks)
-    _label_tree(f, tree)
-    pieces = tokens[lo:hi]
-    lengths = np.array([len(p) for p in pieces])
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    lead = np.array([len(p) - len(p.lstrip()) for p in pieces])
-    has = lead < lengths
-    first, idx = (starts + lead)[has], np.arange(lo, hi)[has]
+    _label_tokens(f, parsed[0])
+    _label_tree(f, parsed[1])
+    _, has, first = first_characters(tokens[lo:hi])
+    idx = np.arange(lo, hi)[has]
 
     def covered(spans: list[tuple[int, int]]) -> np.ndarray:
         mask = np.zeros(len(first), bool)
@@ -421,8 +414,8 @@ def _file_labels(tokens: Sequence[str], lo: int, hi: int, out: dict[str, dict[in
     for key, mask in masks.items():
         if key.startswith(("field:", "span:")):
             for cls in _IN_CLASSES:
-                both = mask & masks.get(f"class:{cls}", np.zeros(0, bool)) if f"class:{cls}" in masks else None
-                if both is not None and both.any():
+                of_class = masks.get(f"class:{cls}")
+                if of_class is not None and (both := mask & of_class).any():
                     out.setdefault(f"in:{key[key.index(':') + 1:]}:{cls}", {}).update(
                         dict.fromkeys(idx[both].tolist(), 1.0))
     for fam in WORDS:
@@ -502,12 +495,8 @@ def _table_phrases(key: str, rng: random.Random | None) -> tuple[str, ...] | Non
 def generate(tokens: Sequence[str], n_explanations: int = 4) -> list[GeneratedRule]:
     """Every generated rule active on at least MIN_TOKENS tokens of the stream, sorted by name."""
     acts: dict[str, dict[int, float]] = {}
-    start = 0
-    ends = [i for i, t in enumerate(tokens) if t == END_OF_TEXT] + [len(tokens)]
-    for end in ends:
-        if end > start:
-            _file_labels(tokens, start, end, acts)
-        start = end + 1
+    for lo, hi in file_ranges(tokens):
+        _file_labels(tokens, lo, hi, acts)
     out = []
     for key in sorted(acts):
         rng = random.Random(f"{GENERATOR_VERSION}:{key}")
