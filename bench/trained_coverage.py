@@ -22,9 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explainer.code_labels import label_stream  # noqa: E402
 from explainer.ground_truth import HELD_OUT, HELD_OUT_ROUND_4, HELD_OUT_ROUND_5, RULES  # noqa: E402
-from explainer.records import token_table  # noqa: E402
 from explainer.simulators import rulegen  # noqa: E402
-from explainer.simulators.train_simulator import WINDOW  # noqa: E402
+from explainer.simulators.train_simulator import training_rules, training_text  # noqa: E402
 from explainer.simulators.trained import WEIGHTS, load_weights  # noqa: E402
 from sparse_model.run import Run  # noqa: E402
 
@@ -35,16 +34,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=300_000, help="as the training script's --tokens")
     ap.add_argument("--weights", default=str(WEIGHTS), help="the weights whose training data is measured")
     args = ap.parse_args()
-    run = Run(args.run)
-    table = token_table(run.tokenizer)
-    ids = np.asarray(run.train_tokens()[:args.tokens // WINDOW * WINDOW])
+    table, ids = training_text(Run(args.run), args.tokens)
     labels = label_stream(table, ids)
     held = {n: RULES[n].fn(labels) for n in HELD_OUT}
     # the training data was kept away from the held-out rules that existed when the weights were built
     _, meta = load_weights(args.weights)
     kept_from = meta.get("held_out_filter") or [n for n in HELD_OUT if n not in HELD_OUT_ROUND_5]
-    rules, _ = rulegen.disjoint(rulegen.generate([table[int(t)] for t in ids]), {n: held[n] for n in kept_from},
-                                [RULES[n].explanation for n in kept_from])
+    rules, _ = training_rules([table[int(t)] for t in ids], {n: held[n] for n in kept_from})
     corr = rulegen.correlations(rules, held)
     print(f"{'held-out rule':18} {'family':13} {'round':6} {'nearest generated rule':34} {'r':>6}")
     by_round: dict[str, list[float]] = {}

@@ -49,19 +49,26 @@ def pick_windows(acts: np.ndarray, n_top: int, n_random: int, rng: np.random.Gen
     return np.concatenate([top, rng.choice(rest, min(n_random, len(rest)), replace=False)])
 
 
+def training_text(run, n_tokens: int) -> tuple[list[str], np.ndarray]:
+    """The run's token table and the first n_tokens of its training split, in whole windows."""
+    return token_table(run.tokenizer), np.asarray(run.train_tokens()[:n_tokens // WINDOW * WINDOW])
+
+
+def training_rules(tokens: list[str], held_out: dict[str, np.ndarray]):
+    """The generated rules of `tokens` kept for training, and the dropped ones (`rulegen.disjoint`
+    against the held-out rules' activations on the same tokens)."""
+    return rulegen.disjoint(rulegen.generate(tokens), held_out, [RULES[n].explanation for n in held_out])
+
+
 def build(run_dir: str, n_tokens: int, n_top: int, n_random: int, seed: int, log=print) -> dict:
     from sparse_model.run import Run
 
     run = Run(run_dir)
-    table = token_table(run.tokenizer)
-    ids = np.asarray(run.train_tokens()[:n_tokens // WINDOW * WINDOW])  # whole windows
+    table, ids = training_text(run, n_tokens)
     tokens = [table[int(t)] for t in ids]
     t0 = time.perf_counter()
-    rules = rulegen.generate(tokens)
     labels = label_stream(table, ids)
-    held = {n: RULES[n].fn(labels) for n in HELD_OUT}
-    texts = [RULES[n].explanation for n in HELD_OUT]
-    rules, dropped = rulegen.disjoint(rules, held, texts)
+    rules, dropped = training_rules(tokens, {n: RULES[n].fn(labels) for n in HELD_OUT})
     log(f"{len(rules)} generated rules kept, {len(dropped)} dropped as too near a held-out rule "
         f"({time.perf_counter() - t0:.0f} s):")
     for name, near, r in dropped:

@@ -7,8 +7,11 @@ Frozen features (nothing here is trained but the head):
   the mean all-MiniLM-L6-v2 embedding of the token's facts (`embedding.token_facts`, facts
   version 4), beside the mean of the same for the tokens before and after it (`neighbours`);
 - per explanation: its sentence embedding and MiniLM's contextual vectors of its word pieces;
-- per (explanation, token): the embedding simulator's own prediction (facts v4 with literal
-  tokens), as log(1e-3 + prediction), so the head starts from what that simulator knows.
+- per (explanation, token): the embedding simulator's prediction (facts v4 with literal tokens),
+  as log(1e-3 + prediction), so the head starts from what that simulator knows. It is computed
+  from the cached fact ids (`Featurizer.facts_score`), each fact by its own text: the embedding
+  simulator also takes the best of a paraphrase for two facts (comments, string text), this does
+  not, and the shipped weights were trained on it as it is.
 
 The head (HEAD_SIZE wide): the token's features and the explanation are projected, the token
 attends over the explanation's word pieces, a ReLU layer of the products and the log facts
@@ -123,7 +126,9 @@ class Featurizer:
         return self._explanations[text]
 
     def facts_score(self, explanation: str, e: np.ndarray, windows: Sequence[WindowFeatures]) -> list[np.ndarray]:
-        """The embedding simulator's prediction (facts v4, literal tokens) per token of each window."""
+        """The embedding simulator's prediction (facts v4, literal tokens) per token of each window,
+        from the cached fact ids: sum of exp((cos - 1) / tau) over a token's facts, each by its own
+        text (without `embedding.paraphrases`), plus LITERAL_WEIGHT for a named token."""
         weight = np.exp((self.facts.matrix @ e - 1.0) / DEFAULT_TAU)
         names = literal_weights(explanation)
         out = []
